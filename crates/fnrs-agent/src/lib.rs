@@ -1,0 +1,1 @@
+//! The agent: calls, hot-instance pools, capacity, timeouts, logs and call records

@@ -1,0 +1,1 @@
+//! A small Rust FDK for the http-stream contract

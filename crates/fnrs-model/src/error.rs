@@ -1,0 +1,44 @@
+use std::borrow::Cow;
+
+/// An error with the HTTP status and message Fn answers with (`{"message": …}`).
+///
+/// Every layer (validation, datastore, agent) reports client-visible failures
+/// as this type; the API turns it into a response in one place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub status: u16,
+    pub message: Cow<'static, str>,
+}
+
+impl Error {
+    pub const fn new(status: u16, message: &'static str) -> Self {
+        Self {
+            status,
+            message: Cow::Borrowed(message),
+        }
+    }
+
+    pub fn with_message(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: Cow::Owned(message.into()),
+        }
+    }
+
+    pub const INTERNAL: Error = Error::new(500, "internal server error");
+    pub const INVALID_JSON: Error = Error::new(400, "Invalid JSON");
+
+    pub const APP_NOT_FOUND: Error = Error::new(404, "App not found");
+    pub const APP_ALREADY_EXISTS: Error = Error::new(409, "App already exists");
+    pub const FN_NOT_FOUND: Error = Error::new(404, "Fn not found");
+    pub const FN_ALREADY_EXISTS: Error = Error::new(409, "Fn with specified name already exists");
+    pub const TRIGGER_NOT_FOUND: Error = Error::new(404, "Trigger not found");
+    pub const TRIGGER_EXISTS: Error = Error::new(409, "Trigger already exists");
+    pub const TRIGGER_SOURCE_EXISTS: Error = Error::new(
+        409,
+        "Trigger with the same type and source exists on this app",
+    );
+    pub const CALL_NOT_FOUND: Error = Error::new(404, "Call not found");
+    pub const CALL_LOG_NOT_FOUND: Error = Error::new(404, "Call log not found");
+}

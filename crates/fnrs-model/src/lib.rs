@@ -1,0 +1,16 @@
+//! Fn's data model as fnrs stores and serves it: apps, fns, triggers and call
+//! records, their ids and timestamps, and the errors Fn answers with.
+//!
+//! JSON shapes follow Fn's `api/models` (field names, which fields are omitted
+//! when empty). Validation of client input lives in [`validate`].
+
+mod error;
+mod id;
+mod time;
+mod types;
+pub mod validate;
+
+pub use error::Error;
+pub use id::{IdGenerator, new_id};
+pub use time::DateTime;
+pub use types::*;

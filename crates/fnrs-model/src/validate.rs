@@ -1,0 +1,1 @@
+//! Validation of client input, with Fn's exact messages (spec §2.2).

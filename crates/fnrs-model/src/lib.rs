@@ -6,6 +6,7 @@
 
 mod error;
 mod id;
+pub mod input;
 mod time;
 mod types;
 pub mod validate;

@@ -6,7 +6,7 @@
 //! function protocol, log capture, pooling and capacity. A driver only starts,
 //! watches and ends instances.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -98,6 +98,14 @@ pub enum DriverError {
 pub trait Driver: Send + Sync + 'static {
     /// Short name: `process`, `docker`.
     fn name(&self) -> &'static str;
+    /// Where the iofs directory `host_dir` appears inside an instance, for
+    /// `FN_LISTENER=unix:<this>/lsnr.sock`. [`IOFS_MOUNT`] for every driver that
+    /// mounts it there; a driver that cannot remap paths (the process driver
+    /// without a sandbox) returns `host_dir` itself.
+    fn iofs_mount(&self, host_dir: &Path) -> String {
+        let _ = host_dir;
+        IOFS_MOUNT.to_string()
+    }
     /// Whether this driver runs the given image reference.
     fn handles(&self, image: &str) -> bool;
     /// Check an image when a fn is created or updated (cheap, no start).

@@ -9,11 +9,35 @@ use fnrs_model::{
     App, AppFilter, Call, CallFilter, Error, Fn, FnFilter, PendingCall, Trigger, TriggerFilter,
 };
 
+mod memory;
+
+pub use memory::MemoryStore;
+
 /// Result of every store operation.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A trigger's fn belongs to another app (Fn's 400).
+pub const TRIGGER_FN_NOT_IN_APP: Error =
+    Error::new(400, "Invalid Fn ID - not owned by specified app");
+
+/// The number of rows a page of `per_page` may hold: `per_page`, or no
+/// limit when it is 0 (the API applies Fn's default of 30 before calling).
+pub(crate) fn page_limit(per_page: u32) -> usize {
+    if per_page == 0 {
+        usize::MAX
+    } else {
+        per_page as usize
+    }
+}
+
 /// Persistent state of fnrs. Implementations must be safe to share between
 /// tasks; every acknowledged write is durable (committed) when it returns.
+///
+/// Updates replace every field but the id, `created_at` and the owner
+/// (`app_id` of fns and triggers), which stay as stored. Lists are ordered by
+/// name (calls: by id, newest first) and `per_page == 0` means no limit.
+/// Call records and logs of a fn that no longer exists are dropped silently
+/// (the fn was deleted while the call ran).
 #[async_trait]
 pub trait Datastore: Send + Sync + 'static {
     // --- apps ---
@@ -46,6 +70,8 @@ pub trait Datastore: Send + Sync + 'static {
     /// (app_id, fn_id, name) taken → 409 "Trigger already exists".
     async fn insert_trigger(&self, t: &Trigger) -> Result<()>;
     /// Replace a stored trigger (by id), same conflicts as insert.
+    /// Missing → 404 "Trigger not found"; a fn of another app → 400
+    /// ([`TRIGGER_FN_NOT_IN_APP`]).
     async fn update_trigger(&self, t: &Trigger) -> Result<()>;
     async fn get_trigger(&self, trigger_id: &str) -> Result<Trigger>;
     async fn get_trigger_by_source(
@@ -68,17 +94,111 @@ pub trait Datastore: Send + Sync + 'static {
     async fn list_calls(&self, filter: &CallFilter) -> Result<Vec<Call>>;
     /// A call's log. Missing → 404 "Call log not found".
     async fn get_log(&self, call_id: &str) -> Result<Vec<u8>>;
-    /// Delete the oldest call records and logs of every fn beyond `keep_per_fn`.
-    /// Returns how many were deleted.
+    /// Delete the oldest call records and logs of every fn beyond `keep_per_fn`
+    /// (calls still pending are kept). Returns how many records were deleted.
     async fn prune_calls(&self, keep_per_fn: u32) -> Result<u64>;
 
     // --- detached calls not yet run ---
     /// Persist a detached call and its request together (one transaction).
+    /// Fn missing → 404 "Fn not found".
     async fn insert_pending(&self, call: &Call, pending: &PendingCall) -> Result<()>;
     /// Every pending call, oldest first.
     async fn list_pending(&self) -> Result<Vec<PendingCall>>;
     /// Record one more attempt at a pending call (before running it again).
+    /// Missing → 404 "Call not found".
     async fn bump_pending_attempts(&self, call_id: &str) -> Result<()>;
-    /// Forget a pending call (it ran, or its fn is gone).
+    /// Forget a pending call (it ran, or its fn is gone). Missing is fine.
     async fn remove_pending(&self, call_id: &str) -> Result<()>;
+}
+
+/// A shared store is a store: lets `CachedStore<Arc<dyn Datastore>>` and
+/// friends wrap whatever the server opened.
+#[async_trait]
+impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
+    async fn insert_app(&self, app: &App) -> Result<()> {
+        (**self).insert_app(app).await
+    }
+    async fn update_app(&self, app: &App) -> Result<()> {
+        (**self).update_app(app).await
+    }
+    async fn get_app(&self, app_id: &str) -> Result<App> {
+        (**self).get_app(app_id).await
+    }
+    async fn get_app_by_name(&self, name: &str) -> Result<App> {
+        (**self).get_app_by_name(name).await
+    }
+    async fn remove_app(&self, app_id: &str) -> Result<()> {
+        (**self).remove_app(app_id).await
+    }
+    async fn list_apps(&self, filter: &AppFilter) -> Result<Vec<App>> {
+        (**self).list_apps(filter).await
+    }
+    async fn insert_fn(&self, f: &Fn) -> Result<()> {
+        (**self).insert_fn(f).await
+    }
+    async fn update_fn(&self, f: &Fn) -> Result<()> {
+        (**self).update_fn(f).await
+    }
+    async fn get_fn(&self, fn_id: &str) -> Result<Fn> {
+        (**self).get_fn(fn_id).await
+    }
+    async fn remove_fn(&self, fn_id: &str) -> Result<()> {
+        (**self).remove_fn(fn_id).await
+    }
+    async fn list_fns(&self, filter: &FnFilter) -> Result<Vec<Fn>> {
+        (**self).list_fns(filter).await
+    }
+    async fn insert_trigger(&self, t: &Trigger) -> Result<()> {
+        (**self).insert_trigger(t).await
+    }
+    async fn update_trigger(&self, t: &Trigger) -> Result<()> {
+        (**self).update_trigger(t).await
+    }
+    async fn get_trigger(&self, trigger_id: &str) -> Result<Trigger> {
+        (**self).get_trigger(trigger_id).await
+    }
+    async fn get_trigger_by_source(
+        &self,
+        app_id: &str,
+        kind: &str,
+        source: &str,
+    ) -> Result<Trigger> {
+        (**self).get_trigger_by_source(app_id, kind, source).await
+    }
+    async fn remove_trigger(&self, trigger_id: &str) -> Result<()> {
+        (**self).remove_trigger(trigger_id).await
+    }
+    async fn list_triggers(&self, filter: &TriggerFilter) -> Result<Vec<Trigger>> {
+        (**self).list_triggers(filter).await
+    }
+    async fn put_calls(&self, calls: &[Call]) -> Result<()> {
+        (**self).put_calls(calls).await
+    }
+    async fn put_logs(&self, logs: &[(String, String, Vec<u8>)]) -> Result<()> {
+        (**self).put_logs(logs).await
+    }
+    async fn get_call(&self, fn_id: &str, call_id: &str) -> Result<Call> {
+        (**self).get_call(fn_id, call_id).await
+    }
+    async fn list_calls(&self, filter: &CallFilter) -> Result<Vec<Call>> {
+        (**self).list_calls(filter).await
+    }
+    async fn get_log(&self, call_id: &str) -> Result<Vec<u8>> {
+        (**self).get_log(call_id).await
+    }
+    async fn prune_calls(&self, keep_per_fn: u32) -> Result<u64> {
+        (**self).prune_calls(keep_per_fn).await
+    }
+    async fn insert_pending(&self, call: &Call, pending: &PendingCall) -> Result<()> {
+        (**self).insert_pending(call, pending).await
+    }
+    async fn list_pending(&self) -> Result<Vec<PendingCall>> {
+        (**self).list_pending().await
+    }
+    async fn bump_pending_attempts(&self, call_id: &str) -> Result<()> {
+        (**self).bump_pending_attempts(call_id).await
+    }
+    async fn remove_pending(&self, call_id: &str) -> Result<()> {
+        (**self).remove_pending(call_id).await
+    }
 }

@@ -1,0 +1,6 @@
+//! Integration tests of the function protocol against real function
+//! processes and misbehaving ones.
+
+mod common;
+mod hostile_stream;
+mod rust_fdk;

@@ -1,1 +1,863 @@
-//! The process driver: functions as local processes in a bubblewrap sandbox with cgroup v1/v2 limits
+//! The process driver: functions as local processes in a bubblewrap sandbox
+//! with cgroup v1/v2 limits.
+//!
+//! A fn whose `image` is `file://<absolute directory>` runs the `entrypoint`
+//! (then `cmd`) of that directory's `func.yaml` as a local process:
+//!
+//! - **Sandbox** (`bwrap`, default when installed): bubblewrap is spawned as
+//!   the unprivileged [`ProcessDriverConfig::uid`]/`gid` (no supplementary
+//!   groups), so it builds a user namespace, with new pid, ipc, uts, cgroup
+//!   and mount namespaces, `--cap-drop ALL`, no new privileges, no nested user
+//!   namespaces, `--die-with-parent` and `--new-session`. Inside: the host's
+//!   `/usr` and `/etc` read-only (`/bin`, `/sbin`, `/lib*` as the host has
+//!   them: symlinks or read-only binds), a fresh `/proc` and `/dev`, a private
+//!   tmpfs `/tmp` with a size limit, the instance's iofs directory at
+//!   `/tmp/iofs` (so `FN_LISTENER=unix:/tmp/iofs/lsnr.sock` exactly as in a
+//!   container), extra read-only paths ([`ENV_RO_PATHS`]) at their host path,
+//!   and the function directory read-only at `/function`, also the working
+//!   directory. Network: the host's by default, or a private namespace with
+//!   only `lo` ([`ENV_NETWORK`]=`none`).
+//! - **Limits**: one cgroup per instance under one parent per controller
+//!   (v1: `/sys/fs/cgroup/{memory,pids}/<parent>/<id>`, v2:
+//!   `/sys/fs/cgroup/<parent>/<id>`), joined before the child execs anything:
+//!   memory = the fn's `memory` MB with no swap, pids = [`ENV_MAX_PIDS`]; Fn's
+//!   ulimits (`nofile`, `memlock`, `sigpending`, `msgqueue`). The cgroup is
+//!   removed when the instance ends; an OOM kill is reported as
+//!   `ExitInfo { code: 137, oom_killed: true }`.
+//! - **Environment**: exactly the instance's `env`, on top of
+//!   `PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+//!   `HOME=/tmp` and `LANG=C.UTF-8` (the instance's env wins). Nothing else
+//!   from the server's environment.
+//! - **The function directory** must be readable (directories `r-x`, files
+//!   `r--`) by the sandbox uid (default 65534, `nobody`): `check_image` says
+//!   so when it is not.
+//! - **Unsandboxed** ([`ENV_SANDBOX`]=`none`, or `auto` without a working
+//!   bwrap): the same process model (uid switch when the server is root, no
+//!   new privileges, death with the server, cgroup limits), but with the
+//!   host's whole file system and the function directory as working
+//!   directory; the iofs directory cannot be remapped, so
+//!   [`Driver::iofs_mount`] returns the host directory. `health()` then carries
+//!   `"unsandboxed": true` and a warning.
+//!
+//! The command is `entrypoint` split shell-like (quotes and backslashes group
+//! words, no expansions), then `cmd` split the same way — what Fn's CLI puts
+//! in an image's exec-form `ENTRYPOINT`/`CMD`. It is not run through a shell.
+
+#![cfg(target_os = "linux")]
+
+mod cgroup;
+mod funcyaml;
+mod image;
+mod spawn;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fnrs_driver::{Driver, DriverError, ExitInfo, IOFS_MOUNT, Instance, InstanceIo, InstanceSpec};
+use tokio::sync::{Notify, watch};
+
+pub use cgroup::CgroupVersion;
+pub use funcyaml::{FUNC_YAML, FuncYaml, read_func_yaml, split_command};
+pub use image::{FILE_SCHEME, image_path};
+pub use spawn::Rlimits;
+
+/// `FN_PROCESS_SANDBOX`: `auto` (default: bwrap when it works, else
+/// unsandboxed with a warning), `bwrap` (refuse to start without it), `none`.
+pub const ENV_SANDBOX: &str = "FN_PROCESS_SANDBOX";
+/// `FN_PROCESS_NETWORK`: `shared` (default: the host's network) or `none`
+/// (a private namespace with only `lo`).
+pub const ENV_NETWORK: &str = "FN_PROCESS_NETWORK";
+/// `FN_PROCESS_ROOTS`: `:`-separated absolute directories; when set, only
+/// directories under one of them may be `file://` images. Default: any.
+pub const ENV_ROOTS: &str = "FN_PROCESS_ROOTS";
+/// `FN_MAX_PIDS`: the pids limit of an instance (default 50, as Fn).
+pub const ENV_MAX_PIDS: &str = "FN_MAX_PIDS";
+/// `FN_PROCESS_BWRAP`: path of the `bwrap` binary. Default: the first of
+/// `/usr/local/bin/bwrap`, `/usr/bin/bwrap`, `/bin/bwrap` that exists.
+pub const ENV_BWRAP: &str = "FN_PROCESS_BWRAP";
+/// `FN_PROCESS_UID`: the uid functions run as when the server is root
+/// (default 65534).
+pub const ENV_UID: &str = "FN_PROCESS_UID";
+/// `FN_PROCESS_GID`: the gid functions run as when the server is root
+/// (default 65534).
+pub const ENV_GID: &str = "FN_PROCESS_GID";
+/// `FN_PROCESS_TMP_SIZE_MB`: size of the private `/tmp` in MiB; 0 (default)
+/// means the fn's memory (tmpfs pages count against the memory limit anyway).
+pub const ENV_TMP_SIZE_MB: &str = "FN_PROCESS_TMP_SIZE_MB";
+/// `FN_PROCESS_CGROUP_PARENT`: the parent cgroup (relative to each
+/// hierarchy's root) of all instance cgroups; default `fnrs`. Everything in it
+/// is killed and removed at start, so give each server on a host its own.
+pub const ENV_CGROUP_PARENT: &str = "FN_PROCESS_CGROUP_PARENT";
+/// `FN_PROCESS_RO_PATHS`: `:`-separated host paths bound read-only at the
+/// same path in the sandbox (runtimes outside `/usr`, e.g. a venv in `/opt`).
+pub const ENV_RO_PATHS: &str = "FN_PROCESS_RO_PATHS";
+/// `FN_MAX_OPEN_FILES`: `RLIMIT_NOFILE` (default 350, as Fn).
+pub const ENV_MAX_OPEN_FILES: &str = "FN_MAX_OPEN_FILES";
+/// `FN_MAX_LOCKED_MEMORY`: `RLIMIT_MEMLOCK` in bytes (default 65536, as Fn).
+pub const ENV_MAX_LOCKED_MEMORY: &str = "FN_MAX_LOCKED_MEMORY";
+/// `FN_MAX_PENDING_SIGNALS`: `RLIMIT_SIGPENDING` (default 5000, as Fn).
+pub const ENV_MAX_PENDING_SIGNALS: &str = "FN_MAX_PENDING_SIGNALS";
+/// `FN_MAX_MESSAGE_QUEUE`: `RLIMIT_MSGQUEUE` in bytes (default 819200, as Fn).
+pub const ENV_MAX_MESSAGE_QUEUE: &str = "FN_MAX_MESSAGE_QUEUE";
+
+/// The `PATH` given to functions unless their env sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where the function directory appears inside the sandbox.
+pub const FUNCTION_MOUNT: &str = "/function";
+
+/// [`ENV_SANDBOX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    /// bwrap when it is installed and works, else unsandboxed with a warning.
+    #[default]
+    Auto,
+    /// bwrap or refuse to start.
+    Bwrap,
+    /// No sandbox (limits still apply).
+    None,
+}
+
+impl FromStr for SandboxMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(SandboxMode::Auto),
+            "bwrap" => Ok(SandboxMode::Bwrap),
+            "none" => Ok(SandboxMode::None),
+            _ => Err(format!(
+                "{ENV_SANDBOX} must be auto, bwrap or none, not {s:?}"
+            )),
+        }
+    }
+}
+
+/// [`ENV_NETWORK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The host's network namespace.
+    #[default]
+    Shared,
+    /// A private namespace with only the loopback interface.
+    None,
+}
+
+impl FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "shared" | "host" => Ok(NetworkMode::Shared),
+            "none" => Ok(NetworkMode::None),
+            _ => Err(format!("{ENV_NETWORK} must be shared or none, not {s:?}")),
+        }
+    }
+}
+
+/// Split a `:`-separated path list ([`ENV_ROOTS`], [`ENV_RO_PATHS`]);
+/// empty entries are dropped.
+pub fn parse_path_list(s: &str) -> Vec<PathBuf> {
+    s.split(':')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Settings of the process driver; each field names the environment
+/// variable the server maps onto it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessDriverConfig {
+    /// [`ENV_SANDBOX`], default `auto`.
+    pub sandbox: SandboxMode,
+    /// [`ENV_NETWORK`], default `shared`.
+    pub network: NetworkMode,
+    /// [`ENV_ROOTS`], default empty (any directory).
+    pub roots: Vec<PathBuf>,
+    /// [`ENV_MAX_PIDS`], default 50.
+    pub max_pids: u32,
+    /// [`ENV_TMP_SIZE_MB`], default 0 (= the fn's memory).
+    pub tmp_size_mb: u64,
+    /// [`ENV_UID`], default 65534.
+    pub uid: u32,
+    /// [`ENV_GID`], default 65534.
+    pub gid: u32,
+    /// [`ENV_CGROUP_PARENT`], default `fnrs`.
+    pub cgroup_parent: String,
+    /// [`ENV_BWRAP`], default `None` (look in the usual places).
+    pub bwrap: Option<PathBuf>,
+    /// [`ENV_RO_PATHS`], default empty.
+    pub ro_paths: Vec<PathBuf>,
+    /// [`ENV_MAX_OPEN_FILES`] etc., defaults as Fn's.
+    pub rlimits: Rlimits,
+}
+
+impl Default for ProcessDriverConfig {
+    fn default() -> Self {
+        ProcessDriverConfig {
+            sandbox: SandboxMode::Auto,
+            network: NetworkMode::Shared,
+            roots: Vec::new(),
+            max_pids: 50,
+            tmp_size_mb: 0,
+            uid: 65534,
+            gid: 65534,
+            cgroup_parent: "fnrs".to_string(),
+            bwrap: None,
+            ro_paths: Vec::new(),
+            rlimits: Rlimits {
+                nofile: Some(350),
+                memlock: Some(65536),
+                sigpending: Some(5000),
+                msgqueue: Some(819200),
+            },
+        }
+    }
+}
+
+/// Runs `file://` images as sandboxed local processes.
+pub struct ProcessDriver {
+    config: ProcessDriverConfig,
+    /// The bwrap binary when sandboxing, `None` when unsandboxed.
+    bwrap: Option<PathBuf>,
+    cgroups: Option<cgroup::Cgroups>,
+    /// Canonical roots.
+    roots: Vec<PathBuf>,
+    /// Switch to `config.uid`/`gid` in the child (the server is root).
+    drop_to: Option<(u32, u32)>,
+    /// The part of the bwrap command line that is the same for every
+    /// instance: namespaces and system directories.
+    base_args: Vec<OsString>,
+    warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for ProcessDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessDriver")
+            .field("bwrap", &self.bwrap)
+            .field("cgroups", &self.cgroups.as_ref().map(|c| c.version))
+            .field("drop_to", &self.drop_to)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn find_bwrap(configured: Option<&Path>) -> Option<PathBuf> {
+    match configured {
+        Some(p) => p.is_file().then(|| p.to_path_buf()),
+        None => ["/usr/local/bin/bwrap", "/usr/bin/bwrap", "/bin/bwrap"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file()),
+    }
+}
+
+/// Namespaces and system directories of every sandbox.
+fn base_bwrap_args(network: NetworkMode) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |s: &str| a.push(OsString::from(s));
+    for s in [
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ] {
+        push(s);
+    }
+    if network == NetworkMode::Shared {
+        push("--share-net");
+    }
+    for s in ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"] {
+        push(s);
+    }
+    for d in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        match std::fs::symlink_metadata(d) {
+            Ok(md) if md.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(d) {
+                    a.push("--symlink".into());
+                    a.push(target.into_os_string());
+                    a.push(d.into());
+                }
+            }
+            Ok(md) if md.is_dir() => {
+                for s in ["--ro-bind", d, d] {
+                    a.push(s.into());
+                }
+            }
+            _ => {}
+        }
+    }
+    // A resolv.conf that points into /run (systemd-resolved, resolvconf).
+    if network == NetworkMode::Shared
+        && let Ok(target) = std::fs::read_link("/etc/resolv.conf")
+        && let Some(parent) = target.parent()
+        && target.is_absolute()
+        && parent.starts_with("/run")
+    {
+        a.push("--ro-bind-try".into());
+        a.push(parent.as_os_str().to_owned());
+        a.push(parent.as_os_str().to_owned());
+    }
+    for s in ["--proc", "/proc", "--dev", "/dev"] {
+        a.push(s.into());
+    }
+    a
+}
+
+fn base_env() -> Vec<(String, String)> {
+    vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOME".into(), "/tmp".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ]
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl ProcessDriver {
+    /// Check the configuration, find bwrap (and try it once), set up the
+    /// cgroup parents. `Err(Unavailable)` when `sandbox` is `bwrap` and bwrap
+    /// is missing or does not work; bad roots or paths are `Err(Internal)`.
+    /// Blocking (runs a short probe process); call it at start.
+    pub fn new(config: ProcessDriverConfig) -> Result<Self, DriverError> {
+        let mut warnings = Vec::new();
+        let mut roots = Vec::new();
+        for r in &config.roots {
+            let c = std::fs::canonicalize(r)
+                .map_err(|e| DriverError::Internal(format!("{ENV_ROOTS}: {}: {e}", r.display())))?;
+            roots.push(c);
+        }
+        for p in &config.ro_paths {
+            if !p.is_absolute() || !p.exists() {
+                return Err(DriverError::Internal(format!(
+                    "{ENV_RO_PATHS}: {} must be an existing absolute path",
+                    p.display()
+                )));
+            }
+        }
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let drop_to = (euid == 0 && config.uid != 0).then_some((config.uid, config.gid));
+        if euid == 0 && config.uid == 0 {
+            warnings.push(format!(
+                "{ENV_UID}=0: functions run as root inside their namespaces"
+            ));
+        }
+
+        let base_args = base_bwrap_args(config.network);
+        let mut bwrap = None;
+        if config.sandbox != SandboxMode::None {
+            let problem = match find_bwrap(config.bwrap.as_deref()) {
+                None => Some(match &config.bwrap {
+                    Some(p) => format!("bwrap not found at {}", p.display()),
+                    None => "bwrap (bubblewrap) is not installed".to_string(),
+                }),
+                Some(path) => match probe_bwrap(&path, &base_args, drop_to) {
+                    Ok(()) => {
+                        bwrap = Some(path);
+                        None
+                    }
+                    Err(e) => Some(format!("bwrap at {} does not work: {e}", path.display())),
+                },
+            };
+            if let Some(problem) = problem {
+                if config.sandbox == SandboxMode::Bwrap {
+                    return Err(DriverError::Unavailable(format!(
+                        "{problem} ({ENV_SANDBOX}=bwrap)"
+                    )));
+                }
+                warnings.push(format!(
+                    "{problem}: functions run UNSANDBOXED with the host's file system \
+                     (install bubblewrap, or set {ENV_SANDBOX}=none to silence this)"
+                ));
+            }
+        }
+        if bwrap.is_none() && config.sandbox == SandboxMode::None {
+            warnings.push(format!(
+                "{ENV_SANDBOX}=none: functions run UNSANDBOXED with the host's file system"
+            ));
+        }
+        if bwrap.is_none() && config.network == NetworkMode::None {
+            warnings.push(format!(
+                "{ENV_NETWORK}=none needs the bwrap sandbox: functions share the host's network"
+            ));
+        }
+
+        let cgroups = match cgroup::Cgroups::setup(&config.cgroup_parent) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warnings.push(format!(
+                    "no cgroup limits (memory, pids) for functions: {e}"
+                ));
+                None
+            }
+        };
+        for w in &warnings {
+            tracing::warn!(driver = "process", "{w}");
+        }
+        tracing::info!(
+            sandbox = bwrap
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none".into()),
+            cgroups = cgroups
+                .as_ref()
+                .map(|c| c.version.as_str())
+                .unwrap_or("none"),
+            uid = drop_to.map(|d| d.0).unwrap_or(euid),
+            "process driver ready"
+        );
+        Ok(ProcessDriver {
+            config,
+            bwrap,
+            cgroups,
+            roots,
+            drop_to,
+            base_args,
+            warnings,
+        })
+    }
+
+    /// Whether instances run inside bwrap.
+    pub fn sandboxed(&self) -> bool {
+        self.bwrap.is_some()
+    }
+
+    /// The cgroup version in use, `None` when no limits can be applied.
+    pub fn cgroup_version(&self) -> Option<CgroupVersion> {
+        self.cgroups.as_ref().map(|c| c.version)
+    }
+
+    /// The parent cgroup directories (one per controller hierarchy).
+    pub fn cgroup_parents(&self) -> Vec<PathBuf> {
+        self.cgroups
+            .as_ref()
+            .map(|c| c.parents().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The warnings also logged at start and shown by `health()`.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Resolve and check a `file://` image: allowed root, a directory the
+    /// sandbox user can read, a valid `func.yaml` with something to run.
+    /// Returns the canonical directory and the parsed `func.yaml`.
+    pub fn resolve(&self, image: &str) -> Result<(PathBuf, FuncYaml), DriverError> {
+        let dir = image::resolve_image(image, &self.roots)?;
+        if let Some((uid, gid)) = self.drop_to {
+            image::check_access(image, &dir, uid, gid)?;
+        }
+        let fy = read_func_yaml(&dir)?;
+        fy.argv()?;
+        Ok((dir, fy))
+    }
+
+    fn bwrap_args(&self, spec: &InstanceSpec, fn_dir: &Path) -> Vec<OsString> {
+        let mut a = self.base_args.clone();
+        let tmp_mb = if self.config.tmp_size_mb > 0 {
+            self.config.tmp_size_mb
+        } else {
+            spec.memory_mb
+        };
+        if tmp_mb > 0 {
+            a.push("--size".into());
+            a.push(tmp_mb.saturating_mul(1024 * 1024).to_string().into());
+        }
+        a.push("--tmpfs".into());
+        a.push("/tmp".into());
+        if let Some(iofs) = &spec.iofs_dir {
+            a.push("--bind".into());
+            a.push(iofs.as_os_str().to_owned());
+            a.push(IOFS_MOUNT.into());
+        }
+        for p in &self.config.ro_paths {
+            a.push("--ro-bind".into());
+            a.push(p.as_os_str().to_owned());
+            a.push(p.as_os_str().to_owned());
+        }
+        a.push("--ro-bind".into());
+        a.push(fn_dir.as_os_str().to_owned());
+        a.push(FUNCTION_MOUNT.into());
+        a.push("--chdir".into());
+        a.push(FUNCTION_MOUNT.into());
+        a.push("--".into());
+        a
+    }
+
+    fn child_setup(&self, cg: Option<&cgroup::InstanceCgroup>) -> spawn::ChildSetup {
+        spawn::ChildSetup {
+            cgroup_procs: cg.map(|c| c.procs_paths()).unwrap_or_default(),
+            rlimits: self.config.rlimits,
+            drop_to: self.drop_to,
+            // bwrap sets both itself (and must not be hindered if setuid).
+            no_new_privs: self.bwrap.is_none(),
+            pdeathsig: self.bwrap.is_none(),
+        }
+    }
+}
+
+/// Run `bwrap <base args> --tmpfs /tmp -- true` once, as the sandbox user.
+fn probe_bwrap(bwrap: &Path, base: &[OsString], drop_to: Option<(u32, u32)>) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(bwrap);
+    cmd.args(base)
+        .args(["--tmpfs", "/tmp", "--", "true"])
+        .env_clear()
+        .envs(base_env())
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let setup = spawn::ChildSetup {
+        cgroup_procs: Vec::new(),
+        rlimits: Rlimits::default(),
+        drop_to,
+        no_new_privs: false,
+        pdeathsig: false,
+    };
+    // SAFETY: ChildSetup::apply only makes async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(move || setup.apply());
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+#[async_trait]
+impl Driver for ProcessDriver {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn iofs_mount(&self, host_dir: &Path) -> String {
+        if self.bwrap.is_some() {
+            IOFS_MOUNT.to_string()
+        } else {
+            host_dir.to_string_lossy().into_owned()
+        }
+    }
+
+    fn handles(&self, image: &str) -> bool {
+        image.starts_with(FILE_SCHEME)
+    }
+
+    async fn check_image(&self, image: &str) -> Result<(), DriverError> {
+        self.resolve(image).map(|_| ())
+    }
+
+    async fn start(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, DriverError> {
+        if !valid_id(&spec.id) {
+            return Err(DriverError::Internal(format!(
+                "invalid instance id {:?}",
+                spec.id
+            )));
+        }
+        let (dir, fy) = self.resolve(&spec.image)?;
+        let argv = fy.argv()?;
+
+        let cg = match &self.cgroups {
+            Some(c) => Some(
+                c.create(&spec.id, spec.memory_mb, self.config.max_pids)
+                    .map_err(|e| {
+                        DriverError::Internal(format!("cannot create cgroup for {}: {e}", spec.id))
+                    })?,
+            ),
+            None => None,
+        };
+
+        let mut cmd = match &self.bwrap {
+            Some(bwrap) => {
+                let mut c = tokio::process::Command::new(bwrap);
+                c.args(self.bwrap_args(&spec, &dir)).args(&argv);
+                c.current_dir("/");
+                c
+            }
+            None => {
+                let prog = Path::new(&argv[0]);
+                let prog = if prog.is_relative() && argv[0].contains('/') {
+                    dir.join(prog)
+                } else {
+                    prog.to_path_buf()
+                };
+                let mut c = tokio::process::Command::new(prog);
+                c.args(&argv[1..]);
+                c.current_dir(&dir);
+                c
+            }
+        };
+        cmd.env_clear()
+            .envs(base_env())
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if spec.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let setup = self.child_setup(cg.as_ref());
+        // SAFETY: ChildSetup::apply only makes async-signal-safe system calls
+        // on memory prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || setup.apply());
+        }
+
+        let spawned = spawn::on_spawner_thread(move || cmd.spawn()).await;
+        let mut child = match spawned {
+            Some(Ok(c)) => c,
+            other => {
+                let e = match other {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "spawner failed".to_string(),
+                };
+                if let Some(cg) = &cg {
+                    let _ = cg.kill_all(Vec::new());
+                    let _ = cg.remove();
+                }
+                return Err(DriverError::Internal(format!(
+                    "cannot start {}: {e}",
+                    argv[0]
+                )));
+            }
+        };
+        let io = InstanceIo {
+            stdin: child
+                .stdin
+                .take()
+                .map(|s| Box::pin(s) as std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>),
+            stdout: Box::pin(child.stdout.take().expect("stdout is piped")),
+            stderr: Box::pin(child.stderr.take().expect("stderr is piped")),
+        };
+        let pid = child.id().unwrap_or(0) as i32;
+        tracing::debug!(instance = %spec.id, pid, dir = %dir.display(), "process instance started");
+
+        let cg = cg.map(Arc::new);
+        let kill = Arc::new(Notify::new());
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(reap(child, cg.clone(), kill.clone(), tx, spec.id.clone()));
+        Ok(Box::new(ProcessInstance {
+            id: spec.id,
+            io: std::sync::Mutex::new(Some(io)),
+            exit: rx,
+            kill,
+            cgroup: cg,
+        }))
+    }
+
+    async fn cleanup_leftovers(&self) -> Result<(), DriverError> {
+        let Some(cg) = self.cgroups.clone() else {
+            return Ok(());
+        };
+        let removed = tokio::task::spawn_blocking(move || cg.cleanup_all())
+            .await
+            .map_err(|e| DriverError::Internal(format!("leftover cleanup failed: {e}")))?;
+        if removed > 0 {
+            tracing::info!(removed, "removed leftover instance cgroups");
+        }
+        Ok(())
+    }
+
+    async fn health(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ok": true,
+            "driver": "process",
+            "sandbox": if self.bwrap.is_some() { "bwrap" } else { "none" },
+            "unsandboxed": self.bwrap.is_none(),
+            "bwrap": self.bwrap.as_ref().map(|p| p.display().to_string()),
+            "cgroups": self.cgroups.as_ref().map(|c| c.version.as_str()),
+            "network": match (self.bwrap.is_some(), self.config.network) {
+                (true, NetworkMode::None) => "none",
+                _ => "shared",
+            },
+            "uid": self.drop_to.map(|d| d.0),
+            "warnings": self.warnings,
+        })
+    }
+}
+
+/// Waits for the child, then collects the OOM flag, kills whatever is left
+/// in the cgroup, removes it and publishes the exit.
+async fn reap(
+    mut child: tokio::process::Child,
+    cg: Option<Arc<cgroup::InstanceCgroup>>,
+    kill: Arc<Notify>,
+    tx: watch::Sender<Option<ExitInfo>>,
+    id: String,
+) {
+    // Pids seen in the cgroup when killing, to wait for their exit.
+    let mut seen = Vec::new();
+    let status = tokio::select! {
+        s = child.wait() => s,
+        _ = kill.notified() => {
+            let _ = child.start_kill();
+            if let Some(cg) = &cg {
+                seen = cg.pids();
+                cg.kill_once();
+            }
+            child.wait().await
+        }
+    };
+    let code = match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            s.code()
+                .or_else(|| s.signal().map(|n| 128 + n))
+                .unwrap_or(-1)
+        }
+        Err(e) => {
+            tracing::warn!(instance = %id, error = %e, "cannot wait for process");
+            -1
+        }
+    };
+    let mut oom_killed = false;
+    if let Some(cg) = cg {
+        let id2 = id.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let oom = cg.oom_killed();
+            let alive = cg.kill_all(seen);
+            (oom, alive, cg.remove())
+        })
+        .await;
+        match res {
+            Ok((oom, alive, removed)) => {
+                oom_killed = oom;
+                if !alive.is_empty() {
+                    tracing::warn!(instance = %id2, pids = ?alive, "processes survive SIGKILL");
+                }
+                if let Err(e) = removed {
+                    tracing::warn!(instance = %id2, error = %e, "cannot remove cgroup");
+                }
+            }
+            Err(e) => tracing::warn!(instance = %id2, error = %e, "cgroup cleanup failed"),
+        }
+    } else if let Some(pid) = child.id() {
+        // Without a cgroup: the process group (unsandboxed mode).
+        // SAFETY: kill(2) has no memory-safety requirements.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+    let info = ExitInfo { code, oom_killed };
+    tracing::debug!(instance = %id, code, oom_killed, "process instance ended");
+    let _ = tx.send(Some(info));
+}
+
+/// A running process instance.
+pub struct ProcessInstance {
+    id: String,
+    /// In a mutex only to make the instance `Sync` (the streams are not);
+    /// reached through `&mut self`, so never contended.
+    io: std::sync::Mutex<Option<InstanceIo>>,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    kill: Arc<Notify>,
+    cgroup: Option<Arc<cgroup::InstanceCgroup>>,
+}
+
+impl ProcessInstance {
+    /// The instance's cgroup directories (empty without cgroups); gone once
+    /// [`Instance::wait`] has returned.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        self.cgroup
+            .as_ref()
+            .map(|c| c.dirs().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The pids currently in the instance's cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        self.cgroup.as_ref().map(|c| c.pids()).unwrap_or_default()
+    }
+}
+
+impl Drop for ProcessInstance {
+    fn drop(&mut self) {
+        // Nothing outlives its instance: the reaper kills and cleans up.
+        if self.exit.borrow().is_none() {
+            self.kill.notify_one();
+        }
+    }
+}
+
+#[async_trait]
+impl Instance for ProcessInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn take_io(&mut self) -> Option<InstanceIo> {
+        self.io
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    async fn wait(&self) -> ExitInfo {
+        let mut rx = self.exit.clone();
+        match rx.wait_for(|v| v.is_some()).await {
+            Ok(v) => v.unwrap_or_default(),
+            // The reaper is gone (runtime shutting down): the child was
+            // killed on drop.
+            Err(_) => ExitInfo {
+                code: 137,
+                oom_killed: false,
+            },
+        }
+    }
+
+    async fn destroy(&self) {
+        if self.exit.borrow().is_none() {
+            self.kill.notify_one();
+        }
+        self.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_modes_and_lists() {
+        assert_eq!("".parse::<SandboxMode>().unwrap(), SandboxMode::Auto);
+        assert_eq!("BWRAP".parse::<SandboxMode>().unwrap(), SandboxMode::Bwrap);
+        assert_eq!("none".parse::<SandboxMode>().unwrap(), SandboxMode::None);
+        assert!("docker".parse::<SandboxMode>().is_err());
+        assert_eq!("none".parse::<NetworkMode>().unwrap(), NetworkMode::None);
+        assert_eq!(
+            "shared".parse::<NetworkMode>().unwrap(),
+            NetworkMode::Shared
+        );
+        assert!("bridge".parse::<NetworkMode>().is_err());
+        assert_eq!(
+            parse_path_list(" /a:/b c::"),
+            vec![PathBuf::from("/a"), PathBuf::from("/b c")]
+        );
+        assert!(valid_id("01M8A61GT6FW00008ZJ0000017"));
+        assert!(!valid_id("../x"));
+        assert!(!valid_id(""));
+    }
+}

@@ -1,0 +1,177 @@
+//! Spawning: what the child does between fork and exec, and the one thread
+//! every instance is forked from.
+//!
+//! Why one thread: `PR_SET_PDEATHSIG` (bwrap's `--die-with-parent`, and ours
+//! in unsandboxed mode) fires when the *thread* that forked the child exits,
+//! not the process. Tokio's blocking-pool threads come and go, so a child
+//! forked from one could be killed at a random moment. Forking from a
+//! dedicated thread that lives as long as the server makes "dies with the
+//! server" exact.
+
+use std::ffi::CString;
+use std::io;
+use std::sync::OnceLock;
+use std::sync::mpsc;
+
+/// Resource limits (`setrlimit`, soft = hard) applied in the child.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rlimits {
+    /// `RLIMIT_NOFILE`.
+    pub nofile: Option<u64>,
+    /// `RLIMIT_MEMLOCK` in bytes.
+    pub memlock: Option<u64>,
+    /// `RLIMIT_SIGPENDING`.
+    pub sigpending: Option<u64>,
+    /// `RLIMIT_MSGQUEUE` in bytes.
+    pub msgqueue: Option<u64>,
+}
+
+/// Everything the child does after fork and before exec. Built before the
+/// fork; [`ChildSetup::apply`] only makes raw system calls (async-signal-safe,
+/// no allocation), as required between fork and exec in a threaded process.
+pub(crate) struct ChildSetup {
+    /// `cgroup.procs` files to write the child's pid into (joins the cgroup
+    /// before any of its code runs).
+    pub(crate) cgroup_procs: Vec<CString>,
+    pub(crate) rlimits: Rlimits,
+    /// Switch to this uid/gid with no supplementary groups.
+    pub(crate) drop_to: Option<(u32, u32)>,
+    /// Set `PR_SET_NO_NEW_PRIVS`.
+    pub(crate) no_new_privs: bool,
+    /// Set `PR_SET_PDEATHSIG` = SIGKILL (after the uid switch, which clears it).
+    pub(crate) pdeathsig: bool,
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+impl ChildSetup {
+    /// Run in the child between fork and exec.
+    pub(crate) fn apply(&self) -> io::Result<()> {
+        // SAFETY: only raw system calls on memory owned by `self` (built
+        // before the fork) or on the stack.
+        unsafe {
+            if !self.cgroup_procs.is_empty() {
+                let mut buf = [0u8; 24];
+                let n = format_pid(libc::getpid(), &mut buf);
+                for path in &self.cgroup_procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    check(fd)?;
+                    let w = libc::write(fd, buf.as_ptr().cast(), n);
+                    let err = (w < 0).then(io::Error::last_os_error);
+                    libc::close(fd);
+                    if let Some(e) = err {
+                        return Err(e);
+                    }
+                }
+            }
+            let limits = [
+                (libc::RLIMIT_NOFILE, self.rlimits.nofile),
+                (libc::RLIMIT_MEMLOCK, self.rlimits.memlock),
+                (libc::RLIMIT_SIGPENDING, self.rlimits.sigpending),
+                (libc::RLIMIT_MSGQUEUE, self.rlimits.msgqueue),
+            ];
+            for (res, v) in limits {
+                if let Some(v) = v {
+                    let rl = libc::rlimit {
+                        rlim_cur: v as libc::rlim_t,
+                        rlim_max: v as libc::rlim_t,
+                    };
+                    check(libc::setrlimit(res, &rl))?;
+                }
+            }
+            if let Some((uid, gid)) = self.drop_to {
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setresgid(gid, gid, gid))?;
+                check(libc::setresuid(uid, uid, uid))?;
+            }
+            if self.no_new_privs {
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            }
+            if self.pdeathsig {
+                check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decimal digits of `pid` into `buf`; returns the length. No allocation.
+fn format_pid(pid: libc::pid_t, buf: &mut [u8; 24]) -> usize {
+    let mut v = pid.unsigned_abs() as u64;
+    let mut tmp = [0u8; 24];
+    let mut n = 0;
+    loop {
+        tmp[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        buf[i] = tmp[n - 1 - i];
+    }
+    n
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+static SPAWNER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+
+/// Run `f` on the spawner thread and return its result (`None` if it
+/// panicked). Falls back to the calling thread if the spawner thread cannot
+/// be created.
+pub(crate) async fn on_spawner_thread<T, F>(f: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("fnrs-spawner".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    // Keep the thread alive whatever a job does.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let Some(tx) = tx else {
+        return Some(f());
+    };
+    let (rtx, rrx) = tokio::sync::oneshot::channel();
+    let handle = tokio::runtime::Handle::current();
+    let job: Job = Box::new(move || {
+        let _guard = handle.enter();
+        let _ = rtx.send(f());
+    });
+    if let Err(mpsc::SendError(job)) = tx.send(job) {
+        job();
+    }
+    rrx.await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_pids() {
+        let mut b = [0u8; 24];
+        let n = format_pid(0, &mut b);
+        assert_eq!(&b[..n], b"0");
+        let n = format_pid(4194304, &mut b);
+        assert_eq!(&b[..n], b"4194304");
+        let n = format_pid(i32::MAX, &mut b);
+        assert_eq!(&b[..n], i32::MAX.to_string().as_bytes());
+    }
+}

@@ -1,0 +1,127 @@
+//! Helpers for the process driver's tests (real bwrap, real cgroups; run as
+//! root).
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use fnrs_driver::{ExitInfo, Instance, InstanceSpec};
+use fnrs_driver_process::{ProcessDriverConfig, SandboxMode};
+use tokio::io::AsyncReadExt;
+
+/// The parent cgroup of these tests (not the server's `fnrs`).
+pub const TEST_PARENT: &str = "fnrs-test-process-driver";
+
+/// A bound for every wait in these tests (never asserted as a timing).
+pub const BOUND: Duration = Duration::from_secs(60);
+
+pub fn config() -> ProcessDriverConfig {
+    ProcessDriverConfig {
+        sandbox: SandboxMode::Bwrap,
+        cgroup_parent: TEST_PARENT.to_string(),
+        ..Default::default()
+    }
+}
+
+/// A temp directory readable by the sandbox user.
+pub fn open_tempdir(mode: u32) -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("fnrs-pd-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+    d
+}
+
+/// A function directory holding `run.sh` (the script) and a func.yaml
+/// whose entrypoint runs it.
+pub fn script_fn(script: &str) -> tempfile::TempDir {
+    let d = open_tempdir(0o755);
+    let run = d.path().join("run.sh");
+    std::fs::write(&run, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        d.path().join("func.yaml"),
+        "schema_version: 20180708\nname: t\nversion: 0.0.1\nentrypoint: ./run.sh\n",
+    )
+    .unwrap();
+    d
+}
+
+pub fn image(dir: &Path) -> String {
+    format!("file://{}", dir.display())
+}
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh instance id (26 alphanumerics, like Fn's).
+pub fn new_id() -> String {
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let s = format!("T{:08}{:05}{}", std::process::id(), n, nanos);
+    s[..26].to_string()
+}
+
+pub fn spec(dir: &Path, memory_mb: u64) -> InstanceSpec {
+    InstanceSpec {
+        id: new_id(),
+        app_id: "01APP".into(),
+        fn_id: "01FN".into(),
+        image: image(dir),
+        env: vec![("FOO".into(), "bar baz".into())],
+        memory_mb,
+        iofs_dir: None,
+        stdin: false,
+    }
+}
+
+/// Read stdout and stderr to the end and wait for the exit.
+pub async fn run_to_end(inst: &mut Box<dyn Instance>) -> (String, String, ExitInfo) {
+    let mut io = inst.take_io().expect("io");
+    let fut = async {
+        let mut out = String::new();
+        let mut err = String::new();
+        let (a, b) = tokio::join!(
+            io.stdout.read_to_string(&mut out),
+            io.stderr.read_to_string(&mut err)
+        );
+        a.unwrap();
+        b.unwrap();
+        let exit = inst.wait().await;
+        (out, err, exit)
+    };
+    tokio::time::timeout(BOUND, fut)
+        .await
+        .expect("instance ended in time")
+}
+
+pub fn exists(p: &PathBuf) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// Whether a pid is alive (and not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            state != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Remove the test parent cgroups if nothing else uses them any more.
+pub fn remove_parents(parents: &[PathBuf]) {
+    for p in parents {
+        let _ = std::fs::remove_dir(p);
+    }
+}

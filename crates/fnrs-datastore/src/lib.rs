@@ -9,9 +9,45 @@ use fnrs_model::{
     App, AppFilter, Call, CallFilter, Error, Fn, FnFilter, PendingCall, Trigger, TriggerFilter,
 };
 
+#[cfg(feature = "testkit")]
+pub mod conformance;
 mod memory;
+mod sql;
+mod url;
 
 pub use memory::MemoryStore;
+pub use sql::{Backend, SqlOptions, SqlStore};
+pub use url::{DbUrl, redact};
+
+/// Why a [`SqlStore`] could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `FN_DB_URL` is not one of the accepted forms.
+    #[error("invalid database URL: {0}")]
+    BadUrl(String),
+    /// The SQLite file's directory could not be made.
+    #[error("cannot create database directory {}: {source}", path.display())]
+    CreateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// PostgreSQL did not answer within the allowed attempts.
+    #[error("database {url} not reachable after {attempts} attempts: {source}")]
+    Unreachable {
+        url: String,
+        attempts: u32,
+        source: sqlx::Error,
+    },
+    /// The database answered but could not be opened or set up.
+    #[error("cannot open database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    /// Applying the schema migrations failed.
+    #[error("cannot migrate database {url}: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
 
 /// Result of every store operation.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,1064 @@
+//! [`SqlStore`]: the store on SQLite or PostgreSQL through sqlx's `Any`
+//! driver, with one set of queries (`$N` placeholders) for both.
+//!
+//! Schema per backend in `migrations/{sqlite,postgres}`, embedded and applied
+//! at connect. Everything is TEXT (timestamps as RFC 3339 millis, maps as JSON)
+//! but sizes and counters, so both backends store and order identically.
+//!
+//! SQLite: one writer connection (writes never contend with each other) and a
+//! small pool of readers, WAL journal, `synchronous=FULL` (a write is on disk
+//! when the call returns), foreign keys on, busy timeout. PostgreSQL: one pool.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fnrs_model::{
+    App, AppFilter, Call, CallFilter, CallStatus, CallType, DateTime, Error, Fn, FnFilter,
+    PendingCall, Trigger, TriggerFilter,
+};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Connection, Row, Transaction};
+
+use crate::url::DbUrl;
+use crate::{Datastore, Result, StoreError, TRIGGER_FN_NOT_IN_APP};
+
+/// Settings of a [`SqlStore`].
+#[derive(Debug, Clone)]
+pub struct SqlOptions {
+    /// PostgreSQL: connections in the pool. SQLite: reader connections (plus
+    /// one writer).
+    pub max_connections: u32,
+    /// PostgreSQL: how many more times to try reaching the server when the
+    /// first attempt fails (Fn's `FN_DS_DB_PING_MAX_RETRIES`, default 10).
+    pub ping_max_retries: u32,
+    /// Pause between those attempts (default 1 s).
+    pub ping_interval: Duration,
+    /// SQLite: how long a statement waits for a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            ping_max_retries: 10,
+            ping_interval: Duration::from_secs(1),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which SQL engine is behind the pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The [`Datastore`] on SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct SqlStore {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+fn migrator(backend: Backend) -> Migrator {
+    let list = match backend {
+        Backend::Sqlite => SQLITE_MIGRATIONS,
+        Backend::Postgres => POSTGRES_MIGRATIONS,
+    };
+    Migrator::with_migrations(
+        list.iter()
+            .map(|&(version, desc, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(desc),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) the database named by Fn's `FN_DB_URL` and
+    /// applies pending migrations. PostgreSQL that cannot be reached is tried
+    /// again `opts.ping_max_retries` times, `opts.ping_interval` apart.
+    pub async fn connect(url: &str, opts: &SqlOptions) -> std::result::Result<Self, StoreError> {
+        let db = DbUrl::parse(url)?;
+        Self::connect_to(&db, opts).await
+    }
+
+    /// [`SqlStore::connect`] with the URL already parsed.
+    pub async fn connect_to(
+        db: &DbUrl,
+        opts: &SqlOptions,
+    ) -> std::result::Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let shown = db.redacted();
+        let open = |source| StoreError::Open {
+            url: shown.clone(),
+            source,
+        };
+        let store = match db {
+            DbUrl::Sqlite(path) => {
+                create_parent_dir(path)?;
+                let url = sqlite_url(path);
+                let busy_ms = opts.busy_timeout.as_millis().min(i64::MAX as u128) as i64;
+                let pool = |max: u32| {
+                    AnyPoolOptions::new()
+                        .max_connections(max)
+                        .after_connect(move |conn, _| {
+                            Box::pin(async move {
+                                // Per connection; sqlx enables foreign keys itself.
+                                sqlx::query(sqlx::AssertSqlSafe(format!(
+                                    "PRAGMA busy_timeout = {busy_ms}"
+                                )))
+                                .execute(&mut *conn)
+                                .await?;
+                                sqlx::query("PRAGMA synchronous = FULL")
+                                    .execute(&mut *conn)
+                                    .await?;
+                                sqlx::query("PRAGMA foreign_keys = ON")
+                                    .execute(&mut *conn)
+                                    .await?;
+                                Ok(())
+                            })
+                        })
+                };
+                let write = pool(1).connect(&url).await.map_err(open)?;
+                // WAL is a property of the file: set once, by the writer.
+                let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                    .fetch_one(&write)
+                    .await
+                    .map_err(open)?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    tracing::warn!(%mode, url = %shown, "sqlite refused WAL journal mode");
+                }
+                let read = pool(opts.max_connections.max(1))
+                    .connect(&url)
+                    .await
+                    .map_err(open)?;
+                Self {
+                    read,
+                    write,
+                    backend: Backend::Sqlite,
+                }
+            }
+            DbUrl::Postgres(url) => {
+                wait_for_postgres(url, &shown, opts).await?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(opts.max_connections.max(1))
+                    .connect(url)
+                    .await
+                    .map_err(open)?;
+                Self {
+                    read: pool.clone(),
+                    write: pool,
+                    backend: Backend::Postgres,
+                }
+            }
+        };
+        migrator(store.backend)
+            .run(&store.write)
+            .await
+            .map_err(|source| StoreError::Migrate { url: shown, source })?;
+        Ok(store)
+    }
+
+    /// The engine behind this store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection (waits for those in use to come back).
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so that it never fails half-way on a lock upgrade.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.write.begin().await,
+        };
+        tx.map_err(internal("begin"))
+    }
+}
+
+fn create_parent_dir(path: &Path) -> std::result::Result<(), StoreError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o750);
+    b.create(dir).map_err(|source| StoreError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// sqlx's URL for a SQLite file (created if missing).
+fn sqlite_url(path: &Path) -> String {
+    const ESCAPE: &percent_encoding::AsciiSet =
+        &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
+    let p = path.to_string_lossy();
+    format!(
+        "sqlite://{}?mode=rwc",
+        percent_encoding::utf8_percent_encode(&p, ESCAPE)
+    )
+}
+
+async fn wait_for_postgres(
+    url: &str,
+    shown: &str,
+    opts: &SqlOptions,
+) -> std::result::Result<(), StoreError> {
+    let attempts = opts.ping_max_retries.saturating_add(1);
+    let mut n = 0;
+    loop {
+        n += 1;
+        match sqlx::AnyConnection::connect(url).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                return Ok(());
+            }
+            Err(source) if n >= attempts => {
+                return Err(StoreError::Unreachable {
+                    url: shown.to_string(),
+                    attempts,
+                    source,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(url = %shown, attempt = n, of = attempts, error = %e, "database not reachable yet");
+                tokio::time::sleep(opts.ping_interval).await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- errors
+
+/// Logs an unexpected database error and hides it behind a 500.
+fn internal(op: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |e| {
+        tracing::error!(op, error = %e, "datastore query failed");
+        Error::INTERNAL
+    }
+}
+
+fn is_unique(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn is_foreign_key(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+/// Maps a uniqueness violation to `conflict`, anything else to a 500.
+fn unique_or(op: &'static str, conflict: Error) -> impl FnOnce(sqlx::Error) -> Error {
+    move |e| {
+        if is_unique(&e) {
+            conflict
+        } else {
+            internal(op)(e)
+        }
+    }
+}
+
+fn corrupt(op: &'static str, what: &str) -> Error {
+    tracing::error!(op, what, "datastore row does not decode");
+    Error::INTERNAL
+}
+
+// ---------------------------------------------------------------- encoding
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+}
+
+fn from_json<T: serde::de::DeserializeOwned + Default>(s: &str, op: &'static str) -> Result<T> {
+    if s.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(s).map_err(|_| corrupt(op, "json"))
+}
+
+fn time(row: &AnyRow, col: &str, op: &'static str) -> Result<DateTime> {
+    let s: String = row.try_get(col).map_err(internal(op))?;
+    s.parse().map_err(|_| corrupt(op, col))
+}
+
+fn opt_time(row: &AnyRow, col: &str, op: &'static str) -> Result<Option<DateTime>> {
+    let s: Option<String> = row.try_get(col).map_err(internal(op))?;
+    s.map(|s| s.parse().map_err(|_| corrupt(op, col)))
+        .transpose()
+}
+
+fn text(row: &AnyRow, col: &str, op: &'static str) -> Result<String> {
+    row.try_get(col).map_err(internal(op))
+}
+
+fn opt_text(row: &AnyRow, col: &str, op: &'static str) -> Result<Option<String>> {
+    row.try_get(col).map_err(internal(op))
+}
+
+fn int(row: &AnyRow, col: &str, op: &'static str) -> Result<i64> {
+    row.try_get(col).map_err(internal(op))
+}
+
+fn limit(per_page: u32) -> i64 {
+    if per_page == 0 {
+        i64::MAX
+    } else {
+        per_page as i64
+    }
+}
+
+macro_rules! app_cols {
+    () => {
+        "id, name, config, annotations, syslog_url, shape, created_at, updated_at"
+    };
+}
+macro_rules! fn_cols {
+    () => {
+        "id, app_id, name, image, format, memory, timeout, idle_timeout, config, annotations, \
+         shape, created_at, updated_at"
+    };
+}
+macro_rules! trigger_cols {
+    () => {
+        "id, app_id, fn_id, name, type, source, annotations, created_at, updated_at"
+    };
+}
+macro_rules! call_cols {
+    () => {
+        "id, fn_id, app_id, trigger_id, status, type, method, url, created_at, started_at, \
+         completed_at, http_status, error, stats"
+    };
+}
+
+fn app_row(row: &AnyRow) -> Result<App> {
+    const OP: &str = "decode app";
+    Ok(App {
+        id: text(row, "id", OP)?,
+        name: text(row, "name", OP)?,
+        config: from_json(&text(row, "config", OP)?, OP)?,
+        annotations: from_json(&text(row, "annotations", OP)?, OP)?,
+        syslog_url: opt_text(row, "syslog_url", OP)?,
+        shape: text(row, "shape", OP)?,
+        created_at: time(row, "created_at", OP)?,
+        updated_at: time(row, "updated_at", OP)?,
+    })
+}
+
+fn fn_row(row: &AnyRow) -> Result<Fn> {
+    const OP: &str = "decode fn";
+    Ok(Fn {
+        id: text(row, "id", OP)?,
+        app_id: text(row, "app_id", OP)?,
+        name: text(row, "name", OP)?,
+        image: text(row, "image", OP)?,
+        format: opt_text(row, "format", OP)?,
+        memory: u64::try_from(int(row, "memory", OP)?).map_err(|_| corrupt(OP, "memory"))?,
+        timeout: i32::try_from(int(row, "timeout", OP)?).map_err(|_| corrupt(OP, "timeout"))?,
+        idle_timeout: i32::try_from(int(row, "idle_timeout", OP)?)
+            .map_err(|_| corrupt(OP, "idle_timeout"))?,
+        config: from_json(&text(row, "config", OP)?, OP)?,
+        annotations: from_json(&text(row, "annotations", OP)?, OP)?,
+        shape: text(row, "shape", OP)?,
+        created_at: time(row, "created_at", OP)?,
+        updated_at: time(row, "updated_at", OP)?,
+    })
+}
+
+fn trigger_row(row: &AnyRow) -> Result<Trigger> {
+    const OP: &str = "decode trigger";
+    Ok(Trigger {
+        id: text(row, "id", OP)?,
+        app_id: text(row, "app_id", OP)?,
+        fn_id: text(row, "fn_id", OP)?,
+        name: text(row, "name", OP)?,
+        kind: text(row, "type", OP)?,
+        source: text(row, "source", OP)?,
+        annotations: from_json(&text(row, "annotations", OP)?, OP)?,
+        created_at: time(row, "created_at", OP)?,
+        updated_at: time(row, "updated_at", OP)?,
+    })
+}
+
+fn call_row(row: &AnyRow) -> Result<Call> {
+    const OP: &str = "decode call";
+    let status = text(row, "status", OP)?;
+    let kind = text(row, "type", OP)?;
+    Ok(Call {
+        id: text(row, "id", OP)?,
+        fn_id: text(row, "fn_id", OP)?,
+        app_id: text(row, "app_id", OP)?,
+        trigger_id: opt_text(row, "trigger_id", OP)?,
+        status: CallStatus::parse(&status).ok_or_else(|| corrupt(OP, "status"))?,
+        kind: match kind.as_str() {
+            "sync" => CallType::Sync,
+            "detached" => CallType::Detached,
+            _ => return Err(corrupt(OP, "type")),
+        },
+        method: text(row, "method", OP)?,
+        url: text(row, "url", OP)?,
+        created_at: time(row, "created_at", OP)?,
+        started_at: opt_time(row, "started_at", OP)?,
+        completed_at: opt_time(row, "completed_at", OP)?,
+        http_status: row
+            .try_get::<Option<i64>, _>("http_status")
+            .map_err(internal(OP))?
+            .map(|s| u16::try_from(s).map_err(|_| corrupt(OP, "http_status")))
+            .transpose()?,
+        error: opt_text(row, "error", OP)?,
+        stats: from_json(&text(row, "stats", OP)?, OP)?,
+    })
+}
+
+fn pending_row(row: &AnyRow) -> Result<PendingCall> {
+    const OP: &str = "decode pending call";
+    Ok(PendingCall {
+        call_id: text(row, "call_id", OP)?,
+        fn_id: text(row, "fn_id", OP)?,
+        trigger_id: opt_text(row, "trigger_id", OP)?,
+        method: text(row, "method", OP)?,
+        url: text(row, "url", OP)?,
+        headers: from_json(&text(row, "headers", OP)?, OP)?,
+        body: row.try_get("body").map_err(internal(OP))?,
+        attempts: u32::try_from(int(row, "attempts", OP)?).map_err(|_| corrupt(OP, "attempts"))?,
+    })
+}
+
+fn call_kind(k: CallType) -> &'static str {
+    match k {
+        CallType::Sync => "sync",
+        CallType::Detached => "detached",
+    }
+}
+
+/// Inserts or replaces one call record, unless its fn is gone. Returns
+/// whether a row was written.
+async fn upsert_call(conn: &mut sqlx::AnyConnection, c: &Call) -> Result<bool> {
+    let done = sqlx::query(concat!(
+        "INSERT INTO calls (",
+        call_cols!(),
+        ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+         WHERE EXISTS (SELECT 1 FROM fns WHERE id = $2) \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, type = excluded.type, \
+         method = excluded.method, url = excluded.url, trigger_id = excluded.trigger_id, \
+         created_at = excluded.created_at, started_at = excluded.started_at, \
+         completed_at = excluded.completed_at, http_status = excluded.http_status, \
+         error = excluded.error, stats = excluded.stats"
+    ))
+    .bind(&c.id)
+    .bind(&c.fn_id)
+    .bind(&c.app_id)
+    .bind(&c.trigger_id)
+    .bind(c.status.as_str())
+    .bind(call_kind(c.kind))
+    .bind(&c.method)
+    .bind(&c.url)
+    .bind(c.created_at.to_string())
+    .bind(c.started_at.map(|t| t.to_string()))
+    .bind(c.completed_at.map(|t| t.to_string()))
+    .bind(c.http_status.map(i64::from))
+    .bind(&c.error)
+    .bind(to_json(&c.stats))
+    .execute(conn)
+    .await
+    .map_err(internal("put call"))?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Fn's checks of a trigger against its app, its fn and the other triggers'
+/// sources, inside the writing transaction.
+async fn check_trigger(
+    conn: &mut sqlx::AnyConnection,
+    app_id: &str,
+    t: &Trigger,
+    except_id: &str,
+) -> Result<()> {
+    const OP: &str = "check trigger";
+    let app = sqlx::query("SELECT 1 FROM apps WHERE id = $1")
+        .bind(app_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(internal(OP))?;
+    if app.is_none() {
+        return Err(Error::APP_NOT_FOUND);
+    }
+    let owner: Option<String> = sqlx::query_scalar("SELECT app_id FROM fns WHERE id = $1")
+        .bind(&t.fn_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(internal(OP))?;
+    match owner {
+        None => return Err(Error::FN_NOT_FOUND),
+        Some(o) if o != app_id => return Err(TRIGGER_FN_NOT_IN_APP),
+        Some(_) => {}
+    }
+    let taken = sqlx::query(
+        "SELECT 1 FROM triggers WHERE app_id = $1 AND type = $2 AND source = $3 AND id <> $4",
+    )
+    .bind(app_id)
+    .bind(&t.kind)
+    .bind(&t.source)
+    .bind(except_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(internal(OP))?;
+    if taken.is_some() {
+        return Err(Error::TRIGGER_SOURCE_EXISTS);
+    }
+    Ok(())
+}
+
+impl SqlStore {
+    /// Which of a trigger's uniqueness rules a failed write broke (after the
+    /// transaction is gone: a concurrent writer won the race).
+    async fn trigger_conflict(&self, app_id: &str, t: &Trigger) -> Error {
+        let taken = sqlx::query(
+            "SELECT 1 FROM triggers WHERE app_id = $1 AND type = $2 AND source = $3 AND id <> $4",
+        )
+        .bind(app_id)
+        .bind(&t.kind)
+        .bind(&t.source)
+        .bind(&t.id)
+        .fetch_optional(&self.read)
+        .await;
+        match taken {
+            Ok(Some(_)) => Error::TRIGGER_SOURCE_EXISTS,
+            Ok(None) => Error::TRIGGER_EXISTS,
+            Err(e) => internal("trigger conflict")(e),
+        }
+    }
+
+    /// Runs a trigger insert or update: checks, then `write`, in one
+    /// transaction; uniqueness races are reported as Fn would.
+    async fn write_trigger(&self, t: &Trigger, insert: bool) -> Result<()> {
+        let op = if insert {
+            "insert trigger"
+        } else {
+            "update trigger"
+        };
+        let mut tx = self.begin_write().await?;
+        let app_id = if insert {
+            t.app_id.clone()
+        } else {
+            sqlx::query_scalar::<_, String>("SELECT app_id FROM triggers WHERE id = $1")
+                .bind(&t.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal(op))?
+                .ok_or(Error::TRIGGER_NOT_FOUND)?
+        };
+        check_trigger(&mut tx, &app_id, t, &t.id).await?;
+        let res = if insert {
+            sqlx::query(concat!(
+                "INSERT INTO triggers (",
+                trigger_cols!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ))
+            .bind(&t.id)
+            .bind(&app_id)
+            .bind(&t.fn_id)
+            .bind(&t.name)
+            .bind(&t.kind)
+            .bind(&t.source)
+            .bind(to_json(&t.annotations))
+            .bind(t.created_at.to_string())
+            .bind(t.updated_at.to_string())
+            .execute(&mut *tx)
+            .await
+        } else {
+            sqlx::query(
+                "UPDATE triggers SET fn_id = $2, name = $3, type = $4, source = $5, \
+                 annotations = $6, updated_at = $7 WHERE id = $1",
+            )
+            .bind(&t.id)
+            .bind(&t.fn_id)
+            .bind(&t.name)
+            .bind(&t.kind)
+            .bind(&t.source)
+            .bind(to_json(&t.annotations))
+            .bind(t.updated_at.to_string())
+            .execute(&mut *tx)
+            .await
+        };
+        match res {
+            Ok(done) if done.rows_affected() == 0 => Err(Error::TRIGGER_NOT_FOUND),
+            Ok(_) => tx.commit().await.map_err(internal(op)),
+            Err(e) if is_unique(&e) => {
+                drop(tx);
+                Err(self.trigger_conflict(&app_id, t).await)
+            }
+            Err(e) if is_foreign_key(&e) => Err(Error::FN_NOT_FOUND),
+            Err(e) => Err(internal(op)(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Datastore for SqlStore {
+    async fn insert_app(&self, app: &App) -> Result<()> {
+        sqlx::query(concat!(
+            "INSERT INTO apps (",
+            app_cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&app.id)
+        .bind(&app.name)
+        .bind(to_json(&app.config))
+        .bind(to_json(&app.annotations))
+        .bind(&app.syslog_url)
+        .bind(&app.shape)
+        .bind(app.created_at.to_string())
+        .bind(app.updated_at.to_string())
+        .execute(&self.write)
+        .await
+        .map_err(unique_or("insert app", Error::APP_ALREADY_EXISTS))?;
+        Ok(())
+    }
+
+    async fn update_app(&self, app: &App) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE apps SET name = $2, config = $3, annotations = $4, syslog_url = $5, \
+             shape = $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(&app.id)
+        .bind(&app.name)
+        .bind(to_json(&app.config))
+        .bind(to_json(&app.annotations))
+        .bind(&app.syslog_url)
+        .bind(&app.shape)
+        .bind(app.updated_at.to_string())
+        .execute(&self.write)
+        .await
+        .map_err(unique_or("update app", Error::APP_ALREADY_EXISTS))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::APP_NOT_FOUND);
+        }
+        Ok(())
+    }
+
+    async fn get_app(&self, app_id: &str) -> Result<App> {
+        let row = sqlx::query(concat!("SELECT ", app_cols!(), " FROM apps WHERE id = $1"))
+            .bind(app_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(internal("get app"))?;
+        app_row(&row.ok_or(Error::APP_NOT_FOUND)?)
+    }
+
+    async fn get_app_by_name(&self, name: &str) -> Result<App> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            app_cols!(),
+            " FROM apps WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(internal("get app by name"))?;
+        app_row(&row.ok_or(Error::APP_NOT_FOUND)?)
+    }
+
+    async fn remove_app(&self, app_id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM apps WHERE id = $1")
+            .bind(app_id)
+            .execute(&self.write)
+            .await
+            .map_err(internal("remove app"))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::APP_NOT_FOUND);
+        }
+        Ok(())
+    }
+
+    async fn list_apps(&self, filter: &AppFilter) -> Result<Vec<App>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            app_cols!(),
+            " FROM apps WHERE ($1 IS NULL OR name = $1) AND ($2 IS NULL OR name > $2) \
+             ORDER BY name LIMIT $3"
+        ))
+        .bind(&filter.name)
+        .bind(&filter.cursor)
+        .bind(limit(filter.per_page))
+        .fetch_all(&self.read)
+        .await
+        .map_err(internal("list apps"))?;
+        rows.iter().map(app_row).collect()
+    }
+
+    async fn insert_fn(&self, f: &Fn) -> Result<()> {
+        let done = sqlx::query(concat!(
+            "INSERT INTO fns (",
+            fn_cols!(),
+            ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             WHERE EXISTS (SELECT 1 FROM apps WHERE id = $2)"
+        ))
+        .bind(&f.id)
+        .bind(&f.app_id)
+        .bind(&f.name)
+        .bind(&f.image)
+        .bind(&f.format)
+        .bind(i64::try_from(f.memory).unwrap_or(i64::MAX))
+        .bind(i64::from(f.timeout))
+        .bind(i64::from(f.idle_timeout))
+        .bind(to_json(&f.config))
+        .bind(to_json(&f.annotations))
+        .bind(&f.shape)
+        .bind(f.created_at.to_string())
+        .bind(f.updated_at.to_string())
+        .execute(&self.write)
+        .await
+        .map_err(|e| {
+            if is_foreign_key(&e) {
+                Error::APP_NOT_FOUND
+            } else {
+                unique_or("insert fn", Error::FN_ALREADY_EXISTS)(e)
+            }
+        })?;
+        if done.rows_affected() == 0 {
+            return Err(Error::APP_NOT_FOUND);
+        }
+        Ok(())
+    }
+
+    async fn update_fn(&self, f: &Fn) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE fns SET name = $2, image = $3, format = $4, memory = $5, timeout = $6, \
+             idle_timeout = $7, config = $8, annotations = $9, shape = $10, updated_at = $11 \
+             WHERE id = $1",
+        )
+        .bind(&f.id)
+        .bind(&f.name)
+        .bind(&f.image)
+        .bind(&f.format)
+        .bind(i64::try_from(f.memory).unwrap_or(i64::MAX))
+        .bind(i64::from(f.timeout))
+        .bind(i64::from(f.idle_timeout))
+        .bind(to_json(&f.config))
+        .bind(to_json(&f.annotations))
+        .bind(&f.shape)
+        .bind(f.updated_at.to_string())
+        .execute(&self.write)
+        .await
+        .map_err(unique_or("update fn", Error::FN_ALREADY_EXISTS))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::FN_NOT_FOUND);
+        }
+        Ok(())
+    }
+
+    async fn get_fn(&self, fn_id: &str) -> Result<Fn> {
+        let row = sqlx::query(concat!("SELECT ", fn_cols!(), " FROM fns WHERE id = $1"))
+            .bind(fn_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(internal("get fn"))?;
+        fn_row(&row.ok_or(Error::FN_NOT_FOUND)?)
+    }
+
+    async fn remove_fn(&self, fn_id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM fns WHERE id = $1")
+            .bind(fn_id)
+            .execute(&self.write)
+            .await
+            .map_err(internal("remove fn"))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::FN_NOT_FOUND);
+        }
+        Ok(())
+    }
+
+    async fn list_fns(&self, filter: &FnFilter) -> Result<Vec<Fn>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            fn_cols!(),
+            " FROM fns WHERE app_id = $1 AND ($2 IS NULL OR name = $2) \
+             AND ($3 IS NULL OR name > $3) ORDER BY name LIMIT $4"
+        ))
+        .bind(&filter.app_id)
+        .bind(&filter.name)
+        .bind(&filter.cursor)
+        .bind(limit(filter.per_page))
+        .fetch_all(&self.read)
+        .await
+        .map_err(internal("list fns"))?;
+        rows.iter().map(fn_row).collect()
+    }
+
+    async fn insert_trigger(&self, t: &Trigger) -> Result<()> {
+        self.write_trigger(t, true).await
+    }
+
+    async fn update_trigger(&self, t: &Trigger) -> Result<()> {
+        self.write_trigger(t, false).await
+    }
+
+    async fn get_trigger(&self, trigger_id: &str) -> Result<Trigger> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            trigger_cols!(),
+            " FROM triggers WHERE id = $1"
+        ))
+        .bind(trigger_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(internal("get trigger"))?;
+        trigger_row(&row.ok_or(Error::TRIGGER_NOT_FOUND)?)
+    }
+
+    async fn get_trigger_by_source(
+        &self,
+        app_id: &str,
+        kind: &str,
+        source: &str,
+    ) -> Result<Trigger> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            trigger_cols!(),
+            " FROM triggers WHERE app_id = $1 AND type = $2 AND source = $3"
+        ))
+        .bind(app_id)
+        .bind(kind)
+        .bind(source)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(internal("get trigger by source"))?;
+        trigger_row(&row.ok_or(Error::TRIGGER_NOT_FOUND)?)
+    }
+
+    async fn remove_trigger(&self, trigger_id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM triggers WHERE id = $1")
+            .bind(trigger_id)
+            .execute(&self.write)
+            .await
+            .map_err(internal("remove trigger"))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::TRIGGER_NOT_FOUND);
+        }
+        Ok(())
+    }
+
+    async fn list_triggers(&self, filter: &TriggerFilter) -> Result<Vec<Trigger>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            trigger_cols!(),
+            " FROM triggers WHERE app_id = $1 AND ($2 IS NULL OR fn_id = $2) \
+             AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR name > $4) \
+             ORDER BY name, id LIMIT $5"
+        ))
+        .bind(&filter.app_id)
+        .bind(&filter.fn_id)
+        .bind(&filter.name)
+        .bind(&filter.cursor)
+        .bind(limit(filter.per_page))
+        .fetch_all(&self.read)
+        .await
+        .map_err(internal("list triggers"))?;
+        rows.iter().map(trigger_row).collect()
+    }
+
+    async fn put_calls(&self, calls: &[Call]) -> Result<()> {
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for c in calls {
+            upsert_call(&mut tx, c).await?;
+        }
+        tx.commit().await.map_err(internal("put calls"))
+    }
+
+    async fn put_logs(&self, logs: &[(String, String, Vec<u8>)]) -> Result<()> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for (call_id, fn_id, data) in logs {
+            sqlx::query(
+                "INSERT INTO call_logs (call_id, fn_id, data) SELECT $1, $2, $3 \
+                 WHERE EXISTS (SELECT 1 FROM fns WHERE id = $2)",
+            )
+            .bind(call_id)
+            .bind(fn_id)
+            .bind(data)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal("put logs"))?;
+        }
+        tx.commit().await.map_err(internal("put logs"))
+    }
+
+    async fn get_call(&self, fn_id: &str, call_id: &str) -> Result<Call> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            call_cols!(),
+            " FROM calls WHERE id = $1 AND fn_id = $2"
+        ))
+        .bind(call_id)
+        .bind(fn_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(internal("get call"))?;
+        call_row(&row.ok_or(Error::CALL_NOT_FOUND)?)
+    }
+
+    async fn list_calls(&self, filter: &CallFilter) -> Result<Vec<Call>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            call_cols!(),
+            " FROM calls WHERE fn_id = $1 AND ($2 IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(&filter.fn_id)
+        .bind(&filter.cursor)
+        .bind(limit(filter.per_page))
+        .fetch_all(&self.read)
+        .await
+        .map_err(internal("list calls"))?;
+        rows.iter().map(call_row).collect()
+    }
+
+    async fn get_log(&self, call_id: &str) -> Result<Vec<u8>> {
+        let chunks: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT data FROM call_logs WHERE call_id = $1 ORDER BY seq")
+                .bind(call_id)
+                .fetch_all(&self.read)
+                .await
+                .map_err(internal("get log"))?;
+        if chunks.is_empty() {
+            return Err(Error::CALL_LOG_NOT_FOUND);
+        }
+        Ok(chunks.concat())
+    }
+
+    async fn prune_calls(&self, keep_per_fn: u32) -> Result<u64> {
+        const OP: &str = "prune calls";
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "DELETE FROM call_logs WHERE call_id IN (SELECT id FROM (SELECT id, \
+             ROW_NUMBER() OVER (PARTITION BY fn_id ORDER BY id DESC) AS rn FROM calls) r \
+             WHERE rn > $1) AND call_id NOT IN (SELECT call_id FROM pending_calls)",
+        )
+        .bind(i64::from(keep_per_fn))
+        .execute(&mut *tx)
+        .await
+        .map_err(internal(OP))?;
+        let done = sqlx::query(
+            "DELETE FROM calls WHERE id IN (SELECT id FROM (SELECT id, \
+             ROW_NUMBER() OVER (PARTITION BY fn_id ORDER BY id DESC) AS rn FROM calls) r \
+             WHERE rn > $1) AND id NOT IN (SELECT call_id FROM pending_calls)",
+        )
+        .bind(i64::from(keep_per_fn))
+        .execute(&mut *tx)
+        .await
+        .map_err(internal(OP))?;
+        tx.commit().await.map_err(internal(OP))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn insert_pending(&self, call: &Call, p: &PendingCall) -> Result<()> {
+        const OP: &str = "insert pending call";
+        let mut tx = self.begin_write().await?;
+        if !upsert_call(&mut tx, call).await? {
+            return Err(Error::FN_NOT_FOUND);
+        }
+        sqlx::query(
+            "INSERT INTO pending_calls (call_id, fn_id, trigger_id, method, url, headers, body, \
+             attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (call_id) DO UPDATE SET fn_id = excluded.fn_id, \
+             trigger_id = excluded.trigger_id, method = excluded.method, url = excluded.url, \
+             headers = excluded.headers, body = excluded.body, attempts = excluded.attempts",
+        )
+        .bind(&p.call_id)
+        .bind(&p.fn_id)
+        .bind(&p.trigger_id)
+        .bind(&p.method)
+        .bind(&p.url)
+        .bind(to_json(&p.headers))
+        .bind(&p.body)
+        .bind(i64::from(p.attempts))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_foreign_key(&e) {
+                Error::FN_NOT_FOUND
+            } else {
+                internal(OP)(e)
+            }
+        })?;
+        tx.commit().await.map_err(internal(OP))
+    }
+
+    async fn list_pending(&self) -> Result<Vec<PendingCall>> {
+        let rows = sqlx::query(
+            "SELECT call_id, fn_id, trigger_id, method, url, headers, body, attempts \
+             FROM pending_calls ORDER BY call_id",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(internal("list pending calls"))?;
+        rows.iter().map(pending_row).collect()
+    }
+
+    async fn bump_pending_attempts(&self, call_id: &str) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE pending_calls SET attempts = attempts + 1 WHERE call_id = $1")
+                .bind(call_id)
+                .execute(&self.write)
+                .await
+                .map_err(internal("bump pending call"))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::CALL_NOT_FOUND);
+        }
+        Ok(())
+    }
+
+    async fn remove_pending(&self, call_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM pending_calls WHERE call_id = $1")
+            .bind(call_id)
+            .execute(&self.write)
+            .await
+            .map_err(internal("remove pending call"))?;
+        Ok(())
+    }
+}

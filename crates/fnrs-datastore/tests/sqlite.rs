@@ -1,0 +1,144 @@
+//! The SQL store on real SQLite files in temp dirs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use fnrs_datastore::{
+    Datastore, SqlOptions, SqlStore, StoreError, conformance,
+    conformance::{app, func},
+};
+use sqlx::Connection;
+
+fn url_in(dir: &tempfile::TempDir, rel: &str) -> String {
+    format!("sqlite3://{}", dir.path().join(rel).display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&url_in(&dir, "fn.db"), &SqlOptions::default())
+        .await
+        .unwrap();
+    conformance::run_all(Arc::new(store.clone())).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn fresh_file_gets_schema_wal_and_private_parent_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = url_in(&dir, "nested/deeper/fn.db");
+    let store = SqlStore::connect(&url, &SqlOptions::default())
+        .await
+        .unwrap();
+    let parent = dir.path().join("nested/deeper");
+    assert!(parent.join("fn.db").is_file());
+    for d in [dir.path().join("nested"), parent.clone()] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750, "{}", d.display());
+    }
+    store.close().await;
+
+    // Look inside with a plain connection.
+    sqlx::any::install_default_drivers();
+    let raw = format!("sqlite://{}", parent.join("fn.db").display());
+    let mut conn = sqlx::AnyConnection::connect(&raw).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "_sqlx_migrations",
+            "apps",
+            "call_logs",
+            "calls",
+            "fns",
+            "pending_calls",
+            "triggers"
+        ]
+    );
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(applied, [1]);
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn reopened_file_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = url_in(&dir, "fn.db");
+    let a = app("kept");
+    let f = func(&a.id, "f");
+    {
+        let store = SqlStore::connect(&url, &SqlOptions::default())
+            .await
+            .unwrap();
+        store.insert_app(&a).await.unwrap();
+        store.insert_fn(&f).await.unwrap();
+        store.close().await;
+    }
+    // Both URL spellings open the same file; migrations are not re-applied.
+    let again = url.replacen("sqlite3://", "sqlite://", 1);
+    let store = SqlStore::connect(&again, &SqlOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.get_app(&a.id).await.unwrap(), a);
+    assert_eq!(store.get_fn(&f.id).await.unwrap(), f);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn write_is_durable_without_close() {
+    // An acknowledged write is committed: a second store on the same file
+    // (another process would see the same) reads it while the first is open.
+    let dir = tempfile::tempdir().unwrap();
+    let url = url_in(&dir, "fn.db");
+    let first = SqlStore::connect(&url, &SqlOptions::default())
+        .await
+        .unwrap();
+    let a = app("durable");
+    first.insert_app(&a).await.unwrap();
+    let second = SqlStore::connect(&url, &SqlOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(second.get_app(&a.id).await.unwrap(), a);
+    // And writes from both interleave (busy timeout, not "database is locked").
+    second.insert_app(&app("from-second")).await.unwrap();
+    first.insert_app(&app("from-first")).await.unwrap();
+    assert_eq!(
+        first.get_app_by_name("from-second").await.unwrap().name,
+        "from-second"
+    );
+    first.close().await;
+    second.close().await;
+}
+
+#[tokio::test]
+async fn bad_urls_fail_clearly() {
+    let e = SqlStore::connect("mysql://u:pw@tcp(h:3306)/fn", &SqlOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::BadUrl(_)), "{e}");
+    assert!(e.to_string().contains("unsupported database scheme"), "{e}");
+    assert!(!e.to_string().contains("pw"), "{e}");
+
+    // A parent that cannot be a directory.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), b"").unwrap();
+    let url = url_in(&dir, "file/fn.db");
+    let e = SqlStore::connect(&url, &SqlOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::CreateDir { .. }), "{e}");
+}

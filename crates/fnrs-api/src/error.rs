@@ -1,0 +1,154 @@
+//! One place that turns errors into Fn's `{"message": …}` answers, and the
+//! JSON body extractor whose rejections come out the same way.
+
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+
+use crate::json;
+
+/// `Content-Type` of every JSON answer, as Fn sends it.
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+/// Header carrying the id of a call on every answer once the call exists.
+pub const FN_CALL_ID: &str = "fn-call-id";
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECS: &str = "15";
+
+/// An error answer: Fn's status and message, and the call id if a call was made.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub error: fnrs_model::Error,
+    pub call_id: Option<String>,
+}
+
+impl ApiError {
+    /// An error with Fn's status and message.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        fnrs_model::Error::with_message(status, message).into()
+    }
+
+    /// 404 `Path not found: <METHOD> <path>`.
+    pub fn path_not_found(method: &http::Method, path: &str) -> Self {
+        Self::new(
+            404,
+            format!("Path not found: {method} {}", decode_path(path)),
+        )
+    }
+
+    /// 405 `Method not allowed: <METHOD> <path>`.
+    pub fn method_not_allowed(method: &http::Method, path: &str) -> Self {
+        Self::new(
+            405,
+            format!("Method not allowed: {method} {}", decode_path(path)),
+        )
+    }
+
+    /// 413 for a body whose declared length is over the limit.
+    pub fn too_large(len: u64, max: u64) -> Self {
+        Self::new(
+            413,
+            format!("Content-Length too large for this server, {len} > max {max}"),
+        )
+    }
+
+    /// 413 for a body without a length that ran over the limit.
+    pub fn content_too_large() -> Self {
+        Self::new(413, "Request content too large")
+    }
+}
+
+/// The path as Go's `URL.Path` shows it (percent-decoded).
+fn decode_path(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+impl From<fnrs_model::Error> for ApiError {
+    fn from(error: fnrs_model::Error) -> Self {
+        Self {
+            error,
+            call_id: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), message = %self.error.message, "api error");
+        }
+        // Fn writes errors with a JSON encoder: compact, then a newline.
+        let mut body = json::to_vec(&serde_json::json!({ "message": self.error.message }));
+        body.push(b'\n');
+        let mut resp = (status, Bytes::from(body)).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(JSON_CONTENT_TYPE),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        if let Some(id) = self.call_id.and_then(|id| HeaderValue::try_from(id).ok()) {
+            h.insert(FN_CALL_ID, id);
+        }
+        resp
+    }
+}
+
+/// A JSON answer written as Fn writes it (compact, Go's HTML escaping).
+pub struct JsonResponse(pub StatusCode, pub Vec<u8>);
+
+impl JsonResponse {
+    /// 200 with `value` as the body.
+    pub fn ok<T: serde::Serialize>(value: &T) -> Self {
+        Self(StatusCode::OK, json::to_vec(value))
+    }
+}
+
+impl IntoResponse for JsonResponse {
+    fn into_response(self) -> Response {
+        let mut resp = (self.0, Bytes::from(self.1)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(JSON_CONTENT_TYPE),
+        );
+        resp
+    }
+}
+
+/// A JSON request body. Anything that is not JSON of the expected shape is a
+/// 400 "Invalid JSON"; a body over `FN_MAX_REQUEST_SIZE` is a 413.
+pub struct FnJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FnJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = match req.into_body().collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                let limited = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                    || e.to_string().contains("length limit exceeded");
+                return Err(if limited {
+                    ApiError::content_too_large()
+                } else {
+                    fnrs_model::Error::INVALID_JSON.into()
+                });
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map(FnJson)
+            .map_err(|_| fnrs_model::Error::INVALID_JSON.into())
+    }
+}

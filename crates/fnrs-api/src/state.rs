@@ -1,0 +1,34 @@
+//! What the handlers share: the store, the lookups, the invoker and config.
+
+use std::sync::Arc;
+
+use fnrs_datastore::Datastore;
+use fnrs_model::IdGenerator;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::invoke::Invoker;
+use crate::lookup::Lookup;
+
+/// The version `/version` reports: the Fn server version whose API fnrs serves.
+pub const FN_API_VERSION: &str = "0.3.753";
+
+/// Settings of the API (parsed once by the binary).
+#[derive(Debug, Clone, Default)]
+pub struct ApiConfig {
+    /// Base URL for the invoke and trigger endpoint annotations
+    /// (`FN_PUBLIC_LB_URL`); `None` means `http://<Host header>`.
+    pub public_lb_url: Option<String>,
+    /// Largest request body in bytes (`FN_MAX_REQUEST_SIZE`); 0 = no limit.
+    pub max_request_size: u64,
+}
+
+/// Shared state of every handler.
+pub struct ApiState {
+    pub store: Arc<dyn Datastore>,
+    pub lookup: Arc<dyn Lookup>,
+    pub invoker: Arc<dyn Invoker>,
+    pub config: ApiConfig,
+    pub ids: Arc<IdGenerator>,
+    /// Renders `/metrics`; `None` serves an empty page.
+    pub metrics: Option<PrometheusHandle>,
+}

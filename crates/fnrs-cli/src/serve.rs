@@ -1,0 +1,226 @@
+//! `fnrs serve`: configuration (Fn's `FN_*` variables, each also a flag),
+//! wiring of store, cache, invoker and API, and graceful shutdown.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fnrs_api::{ApiConfig, ApiState, Invoker, Lookup};
+use fnrs_datastore::Datastore;
+use tokio_util::sync::CancellationToken;
+
+/// HTTP port (also part of the id generator's machine id).
+pub const ENV_PORT: &str = "FN_PORT";
+/// Address to listen on (fnrs's own; Fn always binds all interfaces).
+pub const ENV_LISTEN: &str = "FN_LISTEN";
+/// Datastore URL: `sqlite3:///path`, `sqlite:///path`, `postgres://…`, `postgresql://…`.
+pub const ENV_DB_URL: &str = "FN_DB_URL";
+/// Attempts to reach the database at start, one second apart.
+pub const ENV_DS_DB_PING_MAX_RETRIES: &str = "FN_DS_DB_PING_MAX_RETRIES";
+/// Log level: trace, debug, info, warn, error (or a tracing filter).
+pub const ENV_LOG_LEVEL: &str = "FN_LOG_LEVEL";
+/// Log format: text or json.
+pub const ENV_LOG_FORMAT: &str = "FN_LOG_FORMAT";
+/// Largest request body in bytes; 0 = no limit.
+pub const ENV_MAX_REQUEST_SIZE: &str = "FN_MAX_REQUEST_SIZE";
+/// Base URL of the invoke and trigger endpoint annotations.
+pub const ENV_PUBLIC_LB_URL: &str = "FN_PUBLIC_LB_URL";
+/// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+pub const ENV_SHUTDOWN_GRACE_SECS: &str = "FN_SHUTDOWN_GRACE_SECS";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings of `fnrs serve`, from flags or Fn's environment variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// HTTP port.
+    #[arg(long, env = ENV_PORT, default_value_t = 8080)]
+    pub port: u16,
+    /// Address to listen on (Fn binds every interface; fnrs binds loopback
+    /// unless told otherwise, e.g. `--listen 0.0.0.0`).
+    #[arg(long, env = ENV_LISTEN, default_value = "127.0.0.1")]
+    pub listen: IpAddr,
+    /// Datastore URL [default: sqlite3://<cwd>/data/fn.db].
+    #[arg(long, env = ENV_DB_URL)]
+    pub db_url: Option<String>,
+    /// Attempts to reach the database at start, one second apart.
+    #[arg(long, env = ENV_DS_DB_PING_MAX_RETRIES, default_value_t = 10)]
+    pub db_ping_max_retries: u32,
+    /// Log level (trace, debug, info, warn, error) or a tracing filter.
+    #[arg(long, env = ENV_LOG_LEVEL, default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, env = ENV_LOG_FORMAT, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Largest request body in bytes (0 = no limit).
+    #[arg(long, env = ENV_MAX_REQUEST_SIZE, default_value_t = 0)]
+    pub max_request_size: u64,
+    /// Base URL for the invokeEndpoint/httpEndpoint annotations
+    /// [default: http://<Host header of the request>].
+    #[arg(long, env = ENV_PUBLIC_LB_URL)]
+    pub public_lb_url: Option<String>,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    #[arg(long, env = ENV_SHUTDOWN_GRACE_SECS, default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServeArgs {
+    /// `FN_DB_URL`, or Fn's default `sqlite3://<cwd>/data/fn.db`.
+    pub fn db_url(&self) -> anyhow::Result<String> {
+        match &self.db_url {
+            Some(u) if !u.is_empty() => Ok(u.clone()),
+            _ => {
+                let cwd = std::env::current_dir().context("reading the working directory")?;
+                Ok(format!(
+                    "sqlite3://{}",
+                    cwd.join("data").join("fn.db").display()
+                ))
+            }
+        }
+    }
+}
+
+/// Sets up logging to stderr as configured.
+pub fn init_logging(args: &ServeArgs) {
+    let level = match args.log_level.to_ascii_lowercase().as_str() {
+        "fatal" | "panic" => "error".to_owned(),
+        "warning" => "warn".to_owned(),
+        other => other.to_owned(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Opens the datastore named by the URL, retrying while it does not answer.
+async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Datastore>> {
+    let url = args.db_url()?;
+    open_store_url(&url, args.db_ping_max_retries).await
+}
+
+async fn open_store_url(url: &str, retries: u32) -> anyhow::Result<Arc<dyn Datastore>> {
+    if url == "memory://" {
+        return Ok(Arc::new(fnrs_datastore::MemoryStore::new()));
+    }
+    let _ = retries;
+    anyhow::bail!("no SQL datastore available yet for {url}")
+}
+
+/// The lookups of the invoke path (the cache over the store).
+fn build_lookup(store: &Arc<dyn Datastore>) -> Arc<dyn Lookup> {
+    Arc::new(fnrs_api::StoreLookup(store.clone()))
+}
+
+/// Builds the invoker that runs calls. For now no agent is wired in: every
+/// call answers 500 `{"message":"no agent configured"}`.
+pub fn build_invoker(
+    _args: &ServeArgs,
+    _store: Arc<dyn Datastore>,
+    _shutdown: CancellationToken,
+) -> anyhow::Result<Arc<dyn Invoker>> {
+    Ok(Arc::new(fnrs_api::NoAgent))
+}
+
+/// Installs the Prometheus recorder (once per process).
+fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    const SECONDS_BUCKETS: &[f64] = &[
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+        .install_recorder()
+        .context("installing the metrics recorder")
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let handle = install_metrics()?;
+    {
+        let handle = handle.clone();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => handle.run_upkeep(),
+                }
+            }
+        });
+    }
+
+    let store = open_store(&args).await?;
+    let lookup = build_lookup(&store);
+    let invoker = build_invoker(&args, store.clone(), shutdown.clone())?;
+
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.listen, args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.listen, args.port))?;
+    let bound = listener.local_addr()?;
+    let ids = Arc::new(fnrs_model::IdGenerator::for_port(bound.port()));
+    let state = Arc::new(ApiState {
+        store,
+        lookup,
+        invoker,
+        config: ApiConfig {
+            public_lb_url: args.public_lb_url.clone().filter(|u| !u.is_empty()),
+            max_request_size: args.max_request_size,
+        },
+        ids,
+        metrics: Some(handle),
+    });
+    let app = fnrs_api::router(state);
+
+    // Machine-readable: tests and scripts read the bound address from here.
+    println!("fnrs listening on {bound}");
+    tracing::info!(addr = %bound, version = env!("CARGO_PKG_VERSION"), "fnrs serving");
+
+    let token = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        token.cancel();
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => r.context("serving HTTP")?,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(args.shutdown_grace_secs)).await;
+        } => tracing::warn!(grace_secs = args.shutdown_grace_secs, "grace period over, closing remaining connections"),
+    }
+    shutdown.cancel();
+    tracing::info!("fnrs stopped");
+    Ok(())
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use fnrs_driver::{Driver, IOFS_MOUNT};
-use fnrs_driver_process::{ProcessDriver, ProcessDriverConfig};
+use fnrs_driver_process::ProcessDriverConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FUNC_PY: &str = r#"import io, json
@@ -44,11 +44,10 @@ fn venv() -> PathBuf {
 #[tokio::test]
 async fn python_fdk_listens_inside_the_sandbox() {
     let venv = venv();
-    let driver = ProcessDriver::new(ProcessDriverConfig {
+    let (driver, _g) = driver(ProcessDriverConfig {
         ro_paths: vec![venv.clone()],
-        ..config()
-    })
-    .expect("driver");
+        ..config("python_fdk_listens_inside_the_sandbox")
+    });
     let f = open_tempdir(0o755);
     std::fs::write(f.path().join("func.py"), FUNC_PY).unwrap();
     std::fs::write(

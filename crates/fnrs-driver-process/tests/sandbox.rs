@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 #[tokio::test]
 async fn runs_a_script_and_reads_its_streams() {
-    let driver = ProcessDriver::new(config()).expect("driver");
+    let (driver, _g) = driver(config("runs_a_script_and_reads_its_streams"));
     assert!(driver.sandboxed());
     let f = script_fn("echo hello; echo oops >&2; echo \"foo=$FOO\"; exit 3");
     let mut inst = driver.start(spec(f.path(), 64)).await.expect("start");
@@ -41,11 +41,11 @@ fn cgroup_dirs(driver: &ProcessDriver, id: &str) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn the_sandbox_is_real() {
-    let driver = ProcessDriver::new(ProcessDriverConfig {
+    let (driver, _g) = driver(ProcessDriverConfig {
         network: NetworkMode::None,
-        ..config()
-    })
-    .expect("driver");
+        tmp_size_mb: 2,
+        ..config("the_sandbox_is_real")
+    });
     let health = driver.health().await;
     assert_eq!(health["sandbox"], "bwrap");
     assert_eq!(health["network"], "none");
@@ -60,6 +60,8 @@ touch /usr/x 2>/dev/null && echo usr=rw || echo usr=ro
 touch /etc/x 2>/dev/null && echo etc=rw || echo etc=ro
 touch /function/x 2>/dev/null && echo function=rw || echo function=ro
 touch /tmp/x 2>/dev/null && echo tmp=rw || echo tmp=ro
+head -c 1000000 /dev/zero > /tmp/small 2>/dev/null && echo tmpsmall=ok || echo tmpsmall=full
+head -c 3000000 /dev/zero > /tmp/big 2>/dev/null && echo tmpbig=ok || echo tmpbig=full
 echo inside-data > /tmp/iofs/from-inside && echo iofs=rw
 echo "hostfile=$(cat /tmp/iofs/from-host)"
 echo "ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ',')"
@@ -92,6 +94,8 @@ echo "envkeys=$(env | cut -d= -f1 | sort | tr '\n' ',')"
     assert_eq!(get("etc"), "ro");
     assert_eq!(get("function"), "ro");
     assert_eq!(get("tmp"), "rw");
+    assert_eq!(get("tmpsmall"), "ok");
+    assert_eq!(get("tmpbig"), "full", "/tmp is limited to 2 MiB");
     assert_eq!(get("iofs"), "rw");
     assert_eq!(get("hostfile"), "host-data");
     assert_eq!(get("ifaces"), "lo,");
@@ -123,7 +127,7 @@ echo "envkeys=$(env | cut -d= -f1 | sort | tr '\n' ',')"
 
 #[tokio::test]
 async fn out_of_memory_is_reported() {
-    let driver = ProcessDriver::new(config()).expect("driver");
+    let (driver, _g) = driver(config("out_of_memory_is_reported"));
     let f =
         script_fn("exec /usr/bin/python3 -c \"x = b'a' * (256 << 20); print('survived', len(x))\"");
     let mut inst = driver.start(spec(f.path(), 32)).await.expect("start");
@@ -143,7 +147,7 @@ async fn out_of_memory_is_reported() {
 
 #[tokio::test]
 async fn within_the_memory_limit_nothing_is_oom_killed() {
-    let driver = ProcessDriver::new(config()).expect("driver");
+    let (driver, _g) = driver(config("within_the_memory_limit_nothing_is_oom_k"));
     let f =
         script_fn("exec /usr/bin/python3 -c \"x = b'a' * (8 << 20); print('survived', len(x))\"");
     let mut inst = driver.start(spec(f.path(), 64)).await.expect("start");
@@ -155,11 +159,10 @@ async fn within_the_memory_limit_nothing_is_oom_killed() {
 #[tokio::test]
 async fn the_pids_limit_bounds_a_fork_bomb() {
     let limit = 20;
-    let driver = ProcessDriver::new(ProcessDriverConfig {
+    let (driver, _g) = driver(ProcessDriverConfig {
         max_pids: limit,
-        ..config()
-    })
-    .expect("driver");
+        ..config("the_pids_limit_bounds_a_fork_bomb")
+    });
     let d = script_fn("exec /usr/bin/python3 /function/bomb.py");
     std::fs::write(
         d.path().join("bomb.py"),
@@ -218,7 +221,7 @@ time.sleep(120)
 
 #[tokio::test]
 async fn destroy_leaves_no_process_and_no_cgroup() {
-    let driver = ProcessDriver::new(config()).expect("driver");
+    let (driver, _g) = driver(config("destroy_leaves_no_process_and_no_cgroup"));
     let f = script_fn("sleep 1000 & (sleep 1000 &) ; echo ready; wait");
     let mut inst = driver.start(spec(f.path(), 64)).await.expect("start");
     let dirs = cgroup_dirs(&driver, inst.id());
@@ -255,7 +258,7 @@ async fn destroy_leaves_no_process_and_no_cgroup() {
 
 #[tokio::test]
 async fn dropping_an_instance_kills_it() {
-    let driver = ProcessDriver::new(config()).expect("driver");
+    let (driver, _g) = driver(config("dropping_an_instance_kills_it"));
     let f = script_fn("echo ready; exec sleep 1000");
     let mut inst = driver.start(spec(f.path(), 64)).await.expect("start");
     let dirs = cgroup_dirs(&driver, inst.id());
@@ -290,7 +293,7 @@ async fn dropping_an_instance_kills_it() {
 
 #[tokio::test]
 async fn cold_calls_get_stdin() {
-    let driver = ProcessDriver::new(config()).expect("driver");
+    let (driver, _g) = driver(config("cold_calls_get_stdin"));
     let f = script_fn("tr a-z A-Z");
     let mut spec = spec(f.path(), 64);
     spec.stdin = true;
@@ -312,7 +315,7 @@ async fn cold_calls_get_stdin() {
 
 #[tokio::test]
 async fn a_failing_entrypoint_ends_the_instance() {
-    let driver = ProcessDriver::new(config()).expect("driver");
+    let (driver, _g) = driver(config("a_failing_entrypoint_ends_the_instance"));
     let f = script_fn("true");
     std::fs::write(
         f.path().join("func.yaml"),
@@ -327,12 +330,7 @@ async fn a_failing_entrypoint_ends_the_instance() {
 
 #[tokio::test]
 async fn cleanup_leftovers_kills_and_removes() {
-    let parent = format!("{TEST_PARENT}-leftovers");
-    let driver = ProcessDriver::new(ProcessDriverConfig {
-        cgroup_parent: parent,
-        ..config()
-    })
-    .expect("driver");
+    let (driver, _g) = driver(config("cleanup_leftovers_kills_and_removes"));
     let parents = driver.cgroup_parents();
     assert!(!parents.is_empty());
     // A cgroup as a crashed server would leave it, with a live process.
@@ -355,18 +353,16 @@ async fn cleanup_leftovers_kills_and_removes() {
     assert!(left.iter().all(|d| !exists(d)), "{left:?}");
     // Nothing to do the second time.
     driver.cleanup_leftovers().await.expect("cleanup");
-    remove_parents(&parents);
 }
 
 #[tokio::test]
 async fn check_image_enforces_roots_and_access() {
     let allowed = open_tempdir(0o755);
     let other = open_tempdir(0o755);
-    let driver = ProcessDriver::new(ProcessDriverConfig {
+    let (driver, _g) = driver(ProcessDriverConfig {
         roots: vec![allowed.path().to_path_buf()],
-        ..config()
-    })
-    .expect("driver");
+        ..config("check_image_enforces_roots_and_access")
+    });
     let good = allowed.path().join("fn1");
     std::fs::create_dir(&good).unwrap();
     std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -436,19 +432,18 @@ async fn auto_without_bwrap_falls_back_loudly() {
     let r = ProcessDriver::new(ProcessDriverConfig {
         sandbox: SandboxMode::Bwrap,
         bwrap: Some(missing.clone()),
-        ..config()
+        ..config("auto_without_bwrap_falls_back_loudly")
     });
     assert!(
         matches!(&r, Err(DriverError::Unavailable(m)) if m.contains("not found")),
         "{r:?}"
     );
 
-    let driver = ProcessDriver::new(ProcessDriverConfig {
+    let (driver, _g) = driver(ProcessDriverConfig {
         sandbox: SandboxMode::Auto,
         bwrap: Some(missing),
-        ..config()
-    })
-    .expect("auto falls back");
+        ..config("auto_without_bwrap_falls_back_loudly")
+    });
     assert!(!driver.sandboxed());
     let h = driver.health().await;
     assert_eq!(h["unsandboxed"], true, "{h}");

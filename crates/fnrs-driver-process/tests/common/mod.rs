@@ -9,20 +9,38 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use fnrs_driver::{ExitInfo, Instance, InstanceSpec};
-use fnrs_driver_process::{ProcessDriverConfig, SandboxMode};
+use fnrs_driver_process::{ProcessDriver, ProcessDriverConfig, SandboxMode};
 use tokio::io::AsyncReadExt;
-
-/// The parent cgroup of these tests (not the server's `fnrs`).
-pub const TEST_PARENT: &str = "fnrs-test-process-driver";
 
 /// A bound for every wait in these tests (never asserted as a timing).
 pub const BOUND: Duration = Duration::from_secs(60);
 
-pub fn config() -> ProcessDriverConfig {
+/// The base config of a test named `name`: bwrap required, and a parent
+/// cgroup of its own (not the server's `fnrs`), removed by the guard.
+pub fn config(name: &str) -> ProcessDriverConfig {
     ProcessDriverConfig {
         sandbox: SandboxMode::Bwrap,
-        cgroup_parent: TEST_PARENT.to_string(),
+        cgroup_parent: format!("fnrs-test-pd-{name}"),
         ..Default::default()
+    }
+}
+
+/// A driver and the guard that removes its parent cgroups at the end.
+pub fn driver(config: ProcessDriverConfig) -> (ProcessDriver, ParentGuard) {
+    let d = ProcessDriver::new(config).expect("driver");
+    let g = ParentGuard(d.cgroup_parents());
+    (d, g)
+}
+
+/// Removes the test's parent cgroups when dropped (they are empty once
+/// every instance has ended).
+pub struct ParentGuard(pub Vec<PathBuf>);
+
+impl Drop for ParentGuard {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_dir(p);
+        }
     }
 }
 
@@ -116,12 +134,5 @@ pub fn alive(pid: i32) -> bool {
             state != Some("Z")
         }
         Err(_) => false,
-    }
-}
-
-/// Remove the test parent cgroups if nothing else uses them any more.
-pub fn remove_parents(parents: &[PathBuf]) {
-    for p in parents {
-        let _ = std::fs::remove_dir(p);
     }
 }

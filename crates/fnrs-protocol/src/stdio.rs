@@ -173,12 +173,17 @@ impl StdioConn {
         self.stdin.flush().await.map_err(ProtocolError::receive)
     }
 
-    async fn read_object(&self, reader: &mut Reader) -> Result<(Bytes, bool), ProtocolError> {
-        let cap = self
-            .limits
+    /// The most bytes a JSON reply may take.
+    fn object_cap(&self) -> u64 {
+        self.limits
             .buffered_cap()
             .saturating_mul(2)
-            .saturating_add(self.limits.max_response_header_bytes as u64);
+            .saturating_add(self.limits.max_response_header_bytes as u64)
+    }
+
+    // An associated fn, not a method: a `&self` held across the awaits would
+    // make the call future !Send (stdin is not Sync).
+    async fn read_object(cap: u64, reader: &mut Reader) -> Result<(Bytes, bool), ProtocolError> {
         let mut scanner = JsonScanner::default();
         loop {
             match scanner.scan(&reader.buf) {
@@ -231,7 +236,7 @@ impl StdioConn {
             &headers,
         );
         self.write_stdin(&line).await?;
-        let (obj, excess) = self.read_object(reader).await?;
+        let (obj, excess) = Self::read_object(self.object_cap(), reader).await?;
         let reply = json::parse_json_reply(&obj).map_err(|e| invalid(INVALID_JSON, e, !excess))?;
         if let Some(limit) = self.limits.max_response_body_bytes
             && reply.body.len() as u64 > limit
@@ -292,7 +297,7 @@ impl StdioConn {
         )
         .map_err(|e| bad_request(e.to_string()))?;
         self.write_stdin(&line).await?;
-        let (obj, excess) = self.read_object(reader).await?;
+        let (obj, excess) = Self::read_object(self.object_cap(), reader).await?;
         let reply = cloudevent::parse_cloudevent_reply(&obj, own_event)
             .map_err(|e| invalid(INVALID_JSON, e, !excess))?;
         if let Some(limit) = self.limits.max_response_body_bytes

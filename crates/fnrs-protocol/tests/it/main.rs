@@ -3,4 +3,5 @@
 
 mod common;
 mod hostile_stream;
+mod real_fdks;
 mod rust_fdk;

@@ -452,6 +452,96 @@ mod tests {
         assert_eq!(unescape_mountinfo(r"/end\"), "/end\\");
     }
 
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    /// The files written for v2, on a plain directory standing in for
+    /// cgroupfs (this machine has no v2 memory controller).
+    #[test]
+    fn v2_limits_and_oom_counter() {
+        let root = std::env::temp_dir().join(format!("fnrs-cg2-{}", std::process::id()));
+        let parent = root.join("fnrs");
+        std::fs::create_dir_all(&parent).unwrap();
+        let cgs = Cgroups {
+            version: CgroupVersion::V2,
+            parents: vec![parent.clone()],
+        };
+        // An existing cgroup of the same id is an error and stays as it is.
+        let pre = parent.join("ID2");
+        std::fs::create_dir(&pre).unwrap();
+        for f in ["memory.swap.max", "pids.max"] {
+            std::fs::write(pre.join(f), "max").unwrap();
+        }
+        let err = cgs.create("ID2", 64, 50).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(pre.exists());
+        std::fs::remove_dir_all(&pre).unwrap();
+        let cg = cgs.create("ID2", 64, 50).unwrap();
+        assert_eq!(cg.dirs(), std::slice::from_ref(&pre));
+        assert_eq!(read(&pre.join("memory.max")), (64u64 << 20).to_string());
+        assert!(
+            !pre.join("memory.swap.max").exists(),
+            "only written when the kernel has it"
+        );
+        assert!(!cg.oom_killed());
+        std::fs::write(
+            pre.join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 1\noom_kill 0\n",
+        )
+        .unwrap();
+        assert!(!cg.oom_killed());
+        std::fs::write(
+            pre.join("memory.events"),
+            "low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed());
+        std::fs::write(pre.join("cgroup.procs"), "12\n34\n").unwrap();
+        assert_eq!(cg.pids(), [12, 34]);
+        assert_eq!(
+            cg.procs_paths(),
+            [CString::new(pre.join("cgroup.procs").as_os_str().as_bytes()).unwrap()]
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The files written for v1 (memory + pids hierarchies).
+    #[test]
+    fn v1_limits_and_oom_counter() {
+        let root = std::env::temp_dir().join(format!("fnrs-cg1-{}", std::process::id()));
+        let (mem, pids) = (root.join("memory/fnrs"), root.join("pids/fnrs"));
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::create_dir_all(&pids).unwrap();
+        let cgs = Cgroups {
+            version: CgroupVersion::V1,
+            parents: vec![mem.clone(), pids.clone()],
+        };
+        let cg = cgs.create("ID", 128, 7).unwrap();
+        assert_eq!(cg.dirs(), [mem.join("ID"), pids.join("ID")]);
+        assert_eq!(
+            read(&mem.join("ID/memory.limit_in_bytes")),
+            (128u64 << 20).to_string()
+        );
+        assert_eq!(read(&pids.join("ID/pids.max")), "7");
+        std::fs::write(
+            mem.join("ID/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed());
+        std::fs::write(
+            mem.join("ID/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+        )
+        .unwrap();
+        assert!(!cg.oom_killed());
+        // No memory limit at 0 MB.
+        let cg0 = cgs.create("ID0", 0, 7).unwrap();
+        assert!(!cg0.dirs()[0].join("memory.limit_in_bytes").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn parent_must_be_relative_and_plain() {
         assert!(Cgroups::setup("../x").is_err());

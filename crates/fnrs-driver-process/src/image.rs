@@ -96,6 +96,28 @@ fn allowed(md: &std::fs::Metadata, uid: u32, gid: u32, want: u32) -> bool {
     bits & want == want
 }
 
+/// Why `uid`/`gid` cannot reach and read `path` (every ancestor
+/// searchable; a directory readable and searchable, a file readable), if so.
+pub(crate) fn access_problem(path: &Path, uid: u32, gid: u32) -> Option<String> {
+    for anc in path.ancestors().skip(1) {
+        match std::fs::metadata(anc) {
+            Ok(md) if allowed(&md, uid, gid, 0o1) => {}
+            Ok(_) => return Some(format!("{} is not searchable by uid {uid}", anc.display())),
+            Err(e) => return Some(format!("{}: {e}", anc.display())),
+        }
+    }
+    match std::fs::metadata(path) {
+        Ok(md) if md.is_dir() && !allowed(&md, uid, gid, 0o5) => {
+            Some(format!("{} is not readable by uid {uid}", path.display()))
+        }
+        Ok(md) if !md.is_dir() && !allowed(&md, uid, gid, 0o4) => {
+            Some(format!("{} is not readable by uid {uid}", path.display()))
+        }
+        Ok(_) => None,
+        Err(e) => Some(format!("{}: {e}", path.display())),
+    }
+}
+
 /// Check that `uid`/`gid` can reach and list `dir` and read its
 /// `func.yaml`: every ancestor searchable, the directory readable and
 /// searchable. Gives the operator a clear message instead of a function that

@@ -231,6 +231,8 @@ pub struct ProcessDriver {
     /// The part of the bwrap command line that is the same for every
     /// instance: namespaces and system directories.
     base_args: Vec<OsString>,
+    /// bwrap supports `--size` (a /tmp size limit).
+    tmp_size: bool,
     warnings: Vec<String>,
 }
 
@@ -255,19 +257,17 @@ fn find_bwrap(configured: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// Namespaces and system directories of every sandbox.
-fn base_bwrap_args(network: NetworkMode) -> Vec<OsString> {
+/// Namespaces and system directories of every sandbox. `disable_userns`
+/// (bwrap >= 0.8) forbids nested user namespaces.
+fn base_bwrap_args(network: NetworkMode, disable_userns: bool) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(OsString::from(s));
-    for s in [
-        "--unshare-all",
-        "--unshare-user",
-        "--disable-userns",
-        "--die-with-parent",
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-    ] {
+    push("--unshare-all");
+    push("--unshare-user");
+    if disable_userns {
+        push("--disable-userns");
+    }
+    for s in ["--die-with-parent", "--new-session", "--cap-drop", "ALL"] {
         push(s);
     }
     if network == NetworkMode::Shared {
@@ -356,7 +356,8 @@ impl ProcessDriver {
             ));
         }
 
-        let base_args = base_bwrap_args(config.network);
+        let mut base_args = base_bwrap_args(config.network, true);
+        let mut tmp_size = true;
         let mut bwrap = None;
         if config.sandbox != SandboxMode::None {
             let problem = match find_bwrap(config.bwrap.as_deref()) {
@@ -364,13 +365,45 @@ impl ProcessDriver {
                     Some(p) => format!("bwrap not found at {}", p.display()),
                     None => "bwrap (bubblewrap) is not installed".to_string(),
                 }),
-                Some(path) => match probe_bwrap(&path, &base_args, drop_to) {
-                    Ok(()) => {
-                        bwrap = Some(path);
-                        None
+                Some(path) => {
+                    // Older bwraps lack --disable-userns (0.8) and --size
+                    // (0.5): try without them before giving up.
+                    let mut first_err = None;
+                    for (disable_userns, size) in [(true, true), (false, true), (false, false)] {
+                        let args = base_bwrap_args(config.network, disable_userns);
+                        match probe_bwrap(&path, &args, size, drop_to) {
+                            Ok(()) => {
+                                if !disable_userns {
+                                    warnings.push(
+                                        "bwrap has no --disable-userns: functions may create \
+                                         nested user namespaces (bubblewrap >= 0.8 forbids it)"
+                                            .to_string(),
+                                    );
+                                }
+                                if !size {
+                                    warnings.push(
+                                        "bwrap has no --size: /tmp is bounded only by the \
+                                         memory limit (bubblewrap >= 0.5 has it)"
+                                            .to_string(),
+                                    );
+                                }
+                                base_args = args;
+                                tmp_size = size;
+                                bwrap = Some(path.clone());
+                                break;
+                            }
+                            Err(e) => {
+                                first_err.get_or_insert(e);
+                            }
+                        }
                     }
-                    Err(e) => Some(format!("bwrap at {} does not work: {e}", path.display())),
-                },
+                    match (&bwrap, first_err) {
+                        (None, Some(e)) => {
+                            Some(format!("bwrap at {} does not work: {e}", path.display()))
+                        }
+                        _ => None,
+                    }
+                }
             };
             if let Some(problem) = problem {
                 if config.sandbox == SandboxMode::Bwrap {
@@ -393,6 +426,14 @@ impl ProcessDriver {
             warnings.push(format!(
                 "{ENV_NETWORK}=none needs the bwrap sandbox: functions share the host's network"
             ));
+        }
+
+        if let Some((uid, gid)) = drop_to {
+            for p in &config.ro_paths {
+                if let Some(why) = image::access_problem(p, uid, gid) {
+                    warnings.push(format!("{ENV_RO_PATHS}: {why}"));
+                }
+            }
         }
 
         let cgroups = match cgroup::Cgroups::setup(&config.cgroup_parent) {
@@ -426,6 +467,7 @@ impl ProcessDriver {
             roots,
             drop_to,
             base_args,
+            tmp_size,
             warnings,
         })
     }
@@ -473,7 +515,7 @@ impl ProcessDriver {
         } else {
             spec.memory_mb
         };
-        if tmp_mb > 0 {
+        if tmp_mb > 0 && self.tmp_size {
             a.push("--size".into());
             a.push(tmp_mb.saturating_mul(1024 * 1024).to_string().into());
         }
@@ -510,12 +552,21 @@ impl ProcessDriver {
     }
 }
 
-/// Run `bwrap <base args> --tmpfs /tmp -- true` once, as the sandbox user.
-fn probe_bwrap(bwrap: &Path, base: &[OsString], drop_to: Option<(u32, u32)>) -> Result<(), String> {
+/// Run `bwrap <base args> [--size 1M] --tmpfs /tmp -- true` once, as the
+/// sandbox user.
+fn probe_bwrap(
+    bwrap: &Path,
+    base: &[OsString],
+    size: bool,
+    drop_to: Option<(u32, u32)>,
+) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(bwrap);
-    cmd.args(base)
-        .args(["--tmpfs", "/tmp", "--", "true"])
+    cmd.args(base);
+    if size {
+        cmd.args(["--size", "1048576"]);
+    }
+    cmd.args(["--tmpfs", "/tmp", "--", "true"])
         .env_clear()
         .envs(base_env())
         .current_dir("/")

@@ -627,6 +627,13 @@ impl Driver for ProcessDriver {
         }
         let (dir, fy) = self.resolve(&spec.image)?;
         let argv = fy.argv()?;
+        if let (Some(iofs), Some((uid, gid))) = (&spec.iofs_dir, self.drop_to)
+            && let Some(why) = image::access_problem(iofs, uid, gid)
+        {
+            return Err(DriverError::Internal(format!(
+                "iofs directory unusable by the function's uid: {why}"
+            )));
+        }
 
         let cg = match &self.cgroups {
             Some(c) => Some(

@@ -424,6 +424,16 @@ async fn check_image_enforces_roots_and_access() {
     // Start refuses the same way.
     let r = driver.start(spec(&out, 64)).await;
     assert!(matches!(r, Err(DriverError::BadImage(_))));
+    // An iofs directory the sandbox user cannot reach is refused up front.
+    std::fs::write(good.join("func.yaml"), "entrypoint: ./run\n").unwrap();
+    let iofs = open_tempdir(0o700);
+    let mut s = spec(&good, 64);
+    s.iofs_dir = Some(iofs.path().to_path_buf());
+    match driver.start(s).await {
+        Err(DriverError::Internal(m)) => assert!(m.contains("iofs"), "{m}"),
+        Err(e) => panic!("expected Internal, got {e:?}"),
+        Ok(_) => panic!("expected an error"),
+    }
 }
 
 #[tokio::test]

@@ -489,3 +489,98 @@ async fn auto_without_bwrap_falls_back_loudly() {
     );
     assert!(dirs.iter().all(|d| !exists(d)));
 }
+
+/// Env var that makes `crashing_server_helper` act as a server.
+const HELPER_ENV: &str = "FNRS_PD_HELPER_PARENT";
+
+/// Plays a server in a child process for `instances_die_with_the_server`:
+/// starts an instance, prints the pids in its cgroup, then waits to be killed.
+#[tokio::test]
+#[ignore = "helper process of instances_die_with_the_server"]
+async fn crashing_server_helper() {
+    let parent = std::env::var(HELPER_ENV).expect("run by instances_die_with_the_server");
+    let driver = ProcessDriver::new(ProcessDriverConfig {
+        cgroup_parent: parent,
+        ..config("unused")
+    })
+    .expect("driver");
+    let f = script_fn("sleep 1000 & echo ready; exec sleep 1000");
+    let mut inst = driver.start(spec(f.path(), 64)).await.expect("start");
+    let mut io = inst.take_io().unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut io.stdout)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let dirs = cgroup_dirs(&driver, inst.id());
+    let pids = std::fs::read_to_string(dirs[0].join("cgroup.procs")).unwrap();
+    println!(
+        "PIDS {}",
+        pids.split_whitespace().collect::<Vec<_>>().join(",")
+    );
+    // Keep the function dir; the parent test removes it.
+    println!("FNDIR {}", f.keep().display());
+    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+}
+
+#[tokio::test]
+async fn instances_die_with_the_server_and_leftovers_are_cleaned() {
+    let name = "instances_die_with_the_server";
+    let (driver, _g) = driver(config(name));
+    let mut server = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "crashing_server_helper",
+            "--nocapture",
+        ])
+        .env(HELPER_ENV, format!("fnrs-test-pd-{name}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut pids: Vec<i32> = Vec::new();
+    let mut fn_dir = None;
+    for line in lines.by_ref().take(50) {
+        let line = line.unwrap();
+        if let Some(p) = line.strip_prefix("PIDS ") {
+            pids = p.split(',').map(|p| p.parse().unwrap()).collect();
+        }
+        if let Some(d) = line.strip_prefix("FNDIR ") {
+            fn_dir = Some(PathBuf::from(d));
+            break;
+        }
+    }
+    let all_alive = pids.iter().all(|p| alive(*p));
+    // The server crashes.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(pids.len() >= 4, "helper output: {pids:?}");
+    assert!(all_alive);
+    // Everything it started dies with it (bounded poll).
+    for _ in 0..500 {
+        if pids.iter().all(|p| !alive(*p)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for p in &pids {
+        assert!(!alive(*p), "pid {p} outlived the server");
+    }
+    // Its cgroup is left behind; the next server's start removes it.
+    let left: Vec<PathBuf> = driver
+        .cgroup_parents()
+        .iter()
+        .flat_map(|p| std::fs::read_dir(p).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert!(!left.is_empty(), "the crashed server's cgroup");
+    driver.cleanup_leftovers().await.unwrap();
+    assert!(left.iter().all(|d| !exists(d)), "{left:?}");
+    if let Some(d) = fn_dir {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -8,5 +8,7 @@ if [ "$input" = "fail" ]; then
 fi
 printf 'Hello from a cold function\n'
 printf 'call_id=%s\nmethod=%s\nrequest_url=%s\ndeadline=%s\n' "$FN_CALL_ID" "$FN_METHOD" "$FN_REQUEST_URL" "$FN_DEADLINE"
-env | grep '^FN_HEADER_' | sort
+# Names like FN_HEADER_Content-Type are not valid shell variables, so read
+# them from the process environment itself.
+tr '\0' '\n' < /proc/$$/environ | grep '^FN_HEADER_' | sort
 printf 'input=%s\n' "$input"

@@ -163,14 +163,40 @@ pub struct CloudEventReply {
     pub body: Vec<u8>,
 }
 
+/// Why a reply event is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// Not JSON at all (the instance is out of step).
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// JSON, but not a usable event.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for ReplyError {
+    fn from(s: String) -> Self {
+        ReplyError::Invalid(s)
+    }
+}
+
+impl From<&str> for ReplyError {
+    fn from(s: &str) -> Self {
+        ReplyError::Invalid(s.to_owned())
+    }
+}
+
 /// Check a reply event and work out the answer. `own_event`: the client sent
-/// a CloudEvent, so the answer is the whole reply event. Errors are the
-/// reason the reply is unusable.
-pub fn parse_cloudevent_reply(bytes: &[u8], own_event: bool) -> Result<CloudEventReply, String> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+/// a CloudEvent, so the answer is the whole reply event.
+pub fn parse_cloudevent_reply(
+    bytes: &[u8],
+    own_event: bool,
+) -> Result<CloudEventReply, ReplyError> {
+    let v: Value = serde_json::from_slice(bytes)?;
     let Value::Object(ev) = &v else {
         return Err("reply is not a JSON object".into());
     };
+    let err = |e: InputError| ReplyError::Invalid(e.to_string());
     for k in [
         "cloudEventsVersion",
         "eventID",
@@ -180,12 +206,10 @@ pub fn parse_cloudevent_reply(bytes: &[u8], own_event: bool) -> Result<CloudEven
         "schemaURL",
         "contentType",
     ] {
-        str_field(ev, k).map_err(|e| e.to_string())?;
+        str_field(ev, k).map_err(err)?;
     }
-    let time = event_time(ev).map_err(|e| e.to_string())?;
-    let content_type = str_field(ev, "contentType")
-        .map_err(|e| e.to_string())?
-        .to_owned();
+    let time = event_time(ev).map_err(err)?;
+    let content_type = str_field(ev, "contentType").map_err(err)?.to_owned();
     let mut status = None;
     let mut headers = Vec::new();
     let ext = match ev.get("extensions") {
@@ -227,7 +251,8 @@ pub fn parse_cloudevent_reply(bytes: &[u8], own_event: bool) -> Result<CloudEven
             Some(other) => {
                 return Err(format!(
                     "Invalid status_code type in protocol extension, must be an integer: {other}"
-                ));
+                )
+                .into());
             }
         }
     }
@@ -247,7 +272,7 @@ pub fn parse_cloudevent_reply(bytes: &[u8], own_event: bool) -> Result<CloudEven
                 Some(Value::String(s)) => s.clone().into_bytes(),
                 _ => return Err("data of a text/plain event is not a string".into()),
             },
-            other => return Err(format!("Unknown content type: {other:?}")),
+            other => return Err(format!("Unknown content type: {other:?}").into()),
         }
     };
     Ok(CloudEventReply {
@@ -375,6 +400,7 @@ mod tests {
         assert!(
             parse_cloudevent_reply(br#"{"data":"x"}"#, false)
                 .unwrap_err()
+                .to_string()
                 .contains("Unknown content type")
         );
         assert!(

@@ -237,7 +237,8 @@ impl StdioConn {
         );
         self.write_stdin(&line).await?;
         let (obj, excess) = Self::read_object(self.object_cap(), reader).await?;
-        let reply = json::parse_json_reply(&obj).map_err(|e| invalid(INVALID_JSON, e, !excess))?;
+        // Fn replaced the instance after any reply it could not decode.
+        let reply = json::parse_json_reply(&obj).map_err(|e| invalid(INVALID_JSON, e, false))?;
         if let Some(limit) = self.limits.max_response_body_bytes
             && reply.body.len() as u64 > limit
         {
@@ -298,8 +299,10 @@ impl StdioConn {
         .map_err(|e| bad_request(e.to_string()))?;
         self.write_stdin(&line).await?;
         let (obj, excess) = Self::read_object(self.object_cap(), reader).await?;
-        let reply = cloudevent::parse_cloudevent_reply(&obj, own_event)
-            .map_err(|e| invalid(INVALID_JSON, e, !excess))?;
+        let reply = cloudevent::parse_cloudevent_reply(&obj, own_event).map_err(|e| {
+            let syntax = matches!(e, cloudevent::ReplyError::Json(_));
+            invalid(INVALID_JSON, e, !excess && !syntax)
+        })?;
         if let Some(limit) = self.limits.max_response_body_bytes
             && reply.body.len() as u64 > limit
         {

@@ -9,12 +9,14 @@ use fnrs_model::{
     App, AppFilter, Call, CallFilter, Error, Fn, FnFilter, PendingCall, Trigger, TriggerFilter,
 };
 
+mod cache;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 mod memory;
 mod sql;
 mod url;
 
+pub use cache::CachedStore;
 pub use memory::MemoryStore;
 pub use sql::{Backend, SqlOptions, SqlStore};
 pub use url::{DbUrl, redact};

@@ -8,3 +8,11 @@ use fnrs_datastore::{MemoryStore, conformance};
 async fn memory_store_conforms() {
     conformance::run_all(Arc::new(MemoryStore::new())).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cached_memory_store_conforms() {
+    conformance::run_all(Arc::new(fnrs_datastore::CachedStore::new(
+        MemoryStore::new(),
+    )))
+    .await;
+}

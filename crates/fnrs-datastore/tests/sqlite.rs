@@ -142,3 +142,13 @@ async fn bad_urls_fail_clearly() {
         .unwrap_err();
     assert!(matches!(e, StoreError::CreateDir { .. }), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cached_sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&url_in(&dir, "fn.db"), &SqlOptions::default())
+        .await
+        .unwrap();
+    conformance::run_all(Arc::new(fnrs_datastore::CachedStore::new(store.clone()))).await;
+    store.close().await;
+}

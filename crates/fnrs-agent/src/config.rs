@@ -1,0 +1,51 @@
+//! The agent's settings, parsed once by the binary (`FN_*` variables).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of the agent. Defaults follow Fn where Fn has the setting.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `FN_HOT_START_TIMEOUT_MSECS` (5000): time for an instance to create
+    /// `lsnr.sock`, counted from its start.
+    pub hot_start_timeout: Duration,
+    /// `FN_MAX_QUEUE_WAIT_MSECS` (new; 30000): how long a call may wait for an
+    /// instance or for memory before it is answered 503.
+    pub max_queue_wait: Duration,
+    /// `FN_MAX_TOTAL_MEMORY_BYTES`: cap on memory for instances (detected
+    /// otherwise).
+    pub max_total_memory: Option<u64>,
+    /// `FN_IOFS_PATH` (the OS temp dir): where iofs directories are made.
+    pub iofs_path: PathBuf,
+    /// `FN_MAX_RESPONSE_SIZE` (0 = unlimited): function response body bytes.
+    pub max_response_size: u64,
+    /// `FN_MAX_HDR_RESPONSE_SIZE` (0 = 10 MiB): function response header bytes.
+    pub max_hdr_response_size: usize,
+    /// `FN_MAX_LOG_SIZE_BYTES` (1 MiB): log kept per call.
+    pub max_log_size: usize,
+    /// `FN_DISABLE_DEBUG_USER_LOGS` (false): don't echo function logs into the
+    /// server log at debug level.
+    pub disable_debug_user_logs: bool,
+    /// `FN_MAX_CALLS_PER_FN` (new; 1000): call records kept per fn.
+    pub max_calls_per_fn: u32,
+    /// `FN_MAX_REQUEST_SIZE` (0 = unlimited): also bounds a detached call's
+    /// body, which is stored.
+    pub max_request_size: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            hot_start_timeout: Duration::from_millis(5000),
+            max_queue_wait: Duration::from_millis(30_000),
+            max_total_memory: None,
+            iofs_path: std::env::temp_dir(),
+            max_response_size: 0,
+            max_hdr_response_size: 0,
+            max_log_size: 1024 * 1024,
+            disable_debug_user_logs: false,
+            max_calls_per_fn: 1000,
+            max_request_size: 0,
+        }
+    }
+}

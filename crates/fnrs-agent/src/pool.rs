@@ -1,0 +1,156 @@
+//! Hot instances, pooled per fn version (spec §3.2).
+//!
+//! A pool belongs to one fn as it is now: a change to the fn or its app (any
+//! field, which bumps `updated_at`) retires the pool, so new calls start new
+//! instances with the new settings while the old ones finish and go away.
+//! Idle instances are taken most recently idle first (LIFO), so surplus ones
+//! stay idle and expire.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fnrs_driver::Instance;
+use fnrs_protocol::{Format, HttpStreamConn, StdioConn};
+use futures::FutureExt;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::capacity::Reservation;
+use crate::logs::LogHandle;
+
+/// What identifies the fn version a pool serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub fn_updated: i64,
+    pub app_updated: i64,
+}
+
+/// How the agent talks to a hot instance.
+pub(crate) enum Conn {
+    HttpStream(HttpStreamConn),
+    Stdio(StdioConn),
+}
+
+/// A started, ready instance with everything it holds.
+pub(crate) struct HotInstance {
+    pub id: String,
+    pub inst: Arc<dyn Instance>,
+    pub conn: Conn,
+    pub logs: LogHandle,
+    pub iofs_dir: Option<PathBuf>,
+    pub reservation: Option<Reservation>,
+    pub idle_since: Instant,
+}
+
+impl HotInstance {
+    /// Whether the process/container has exited (checked without waiting).
+    pub(crate) fn has_exited(&self) -> bool {
+        self.inst.wait().now_or_never().is_some()
+    }
+}
+
+/// The instances of one fn version.
+pub(crate) struct Pool {
+    pub version: Version,
+    pub format: Format,
+    pub memory_mb: u64,
+    pub idle_timeout: Duration,
+    idle: Mutex<Vec<HotInstance>>,
+    /// One permit per instance put back idle.
+    pub idle_ready: Notify,
+    retired: AtomicBool,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        version: Version,
+        format: Format,
+        memory_mb: u64,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self {
+            version,
+            format,
+            memory_mb,
+            idle_timeout,
+            idle: Mutex::new(Vec::new()),
+            idle_ready: Notify::new(),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Take the most recently idle live instance. Dead ones found on the way
+    /// are returned for teardown.
+    pub(crate) fn take_idle(&self, dead: &mut Vec<HotInstance>) -> Option<HotInstance> {
+        let mut idle = self.idle.lock();
+        while let Some(inst) = idle.pop() {
+            if inst.has_exited() {
+                dead.push(inst);
+            } else {
+                return Some(inst);
+            }
+        }
+        None
+    }
+
+    /// Put an instance back; a retired pool hands it back for teardown.
+    pub(crate) fn put_idle(&self, mut inst: HotInstance) -> Option<HotInstance> {
+        if self.is_retired() {
+            return Some(inst);
+        }
+        inst.idle_since = Instant::now();
+        self.idle.lock().push(inst);
+        self.idle_ready.notify_one();
+        None
+    }
+
+    /// Remove idle instances that expired or exited.
+    pub(crate) fn reap(&self, now: Instant) -> Vec<HotInstance> {
+        let mut idle = self.idle.lock();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < idle.len() {
+            if now.duration_since(idle[i].idle_since) >= self.idle_timeout || idle[i].has_exited() {
+                out.push(idle.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Remove idle instances, oldest first, until `bytes` of memory would be
+    /// freed (or none is left).
+    pub(crate) fn evict(&self, bytes: u64, out: &mut Vec<HotInstance>) -> u64 {
+        let mut idle = self.idle.lock();
+        let mut freed = 0;
+        while freed < bytes && !idle.is_empty() {
+            let inst = idle.remove(0);
+            freed += self.memory_mb * 1024 * 1024;
+            out.push(inst);
+        }
+        freed
+    }
+
+    /// The oldest idle time in this pool, for eviction order.
+    pub(crate) fn oldest_idle(&self) -> Option<Instant> {
+        self.idle.lock().first().map(|i| i.idle_since)
+    }
+
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    /// Stop reusing this pool's instances; returns the idle ones.
+    pub(crate) fn retire(&self) -> Vec<HotInstance> {
+        self.retired.store(true, Ordering::Release);
+        std::mem::take(&mut *self.idle.lock())
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,124 @@
+//! Call records and logs are written off the request path: calls hand them to
+//! the recorder, which writes whatever has gathered in one transaction per
+//! batch (group commit). A sync call's answer never waits for the database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fnrs_datastore::Datastore;
+use fnrs_model::Call;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Most records written in one transaction.
+const MAX_BATCH: usize = 512;
+/// How often old call records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+enum Record {
+    Call(Box<Call>),
+    Log(String, String, Bytes),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The handle calls write through.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    tx: parking_lot::Mutex<Option<mpsc::UnboundedSender<Record>>>,
+    task: parking_lot::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Record")
+    }
+}
+
+impl Recorder {
+    pub(crate) fn start(store: Arc<dyn Datastore>, keep_per_fn: u32) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(store, rx, keep_per_fn));
+        Arc::new(Self {
+            tx: parking_lot::Mutex::new(Some(tx)),
+            task: parking_lot::Mutex::new(Some(task)),
+        })
+    }
+
+    fn send(&self, r: Record) {
+        if let Some(tx) = self.tx.lock().as_ref() {
+            let _ = tx.send(r);
+        }
+    }
+
+    pub(crate) fn call(&self, call: Call) {
+        self.send(Record::Call(Box::new(call)));
+    }
+
+    pub(crate) fn log(&self, call_id: String, fn_id: String, bytes: Bytes) {
+        self.send(Record::Log(call_id, fn_id, bytes));
+    }
+
+    /// Wait until everything sent so far is written.
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(Record::Flush(tx));
+        let _ = rx.await;
+    }
+
+    /// Write what is queued and stop.
+    pub(crate) async fn close(&self) {
+        drop(self.tx.lock().take());
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run(store: Arc<dyn Datastore>, mut rx: mpsc::UnboundedReceiver<Record>, keep: u32) {
+    let mut calls = Vec::new();
+    let mut logs = Vec::new();
+    let mut flushes = Vec::new();
+    let mut last_prune = tokio::time::Instant::now();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(r) = next {
+            match r {
+                Record::Call(c) => calls.push(*c),
+                Record::Log(id, fn_id, b) => logs.push((id, fn_id, b.to_vec())),
+                Record::Flush(tx) => flushes.push(tx),
+            }
+            n += 1;
+            next = if n < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !calls.is_empty() {
+            if let Err(e) = store.put_calls(&calls).await {
+                tracing::error!(error = %e, count = calls.len(), "writing call records failed");
+            }
+            calls.clear();
+        }
+        if !logs.is_empty() {
+            if let Err(e) = store.put_logs(&logs).await {
+                tracing::error!(error = %e, count = logs.len(), "writing call logs failed");
+            }
+            logs.clear();
+        }
+        for f in flushes.drain(..) {
+            let _ = f.send(());
+        }
+        if keep > 0 && last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = tokio::time::Instant::now();
+            match store.prune_calls(keep).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "pruned old call records"),
+                Err(e) => tracing::warn!(error = %e, "pruning call records failed"),
+            }
+        }
+    }
+}

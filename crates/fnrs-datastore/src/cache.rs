@@ -20,7 +20,9 @@ use parking_lot::RwLock;
 
 use crate::{Datastore, Result};
 
-type SourceKey = (String, String, String);
+/// app id → trigger type → source → trigger (nested so that a hit needs no
+/// allocation).
+type TriggerMap = HashMap<String, HashMap<String, HashMap<String, Arc<Trigger>>>>;
 
 #[derive(Default)]
 struct Maps {
@@ -29,7 +31,7 @@ struct Maps {
     apps: HashMap<String, Arc<App>>,
     app_names: HashMap<String, Arc<App>>,
     fns: HashMap<String, Arc<Fn>>,
-    triggers: HashMap<SourceKey, Arc<Trigger>>,
+    triggers: TriggerMap,
 }
 
 /// A read-through cache in front of any [`Datastore`]. Cheap to clone
@@ -144,12 +146,16 @@ impl<S: Datastore> CachedStore<S> {
         kind: &str,
         source: &str,
     ) -> Result<Arc<Trigger>> {
-        let key = (app_id.to_string(), kind.to_string(), source.to_string());
         self.read_through(
-            |m| m.triggers.get(&key).cloned(),
+            |m| m.triggers.get(app_id)?.get(kind)?.get(source).cloned(),
             self.inner.get_trigger_by_source(app_id, kind, source),
             |m, t| {
-                m.triggers.insert(key.clone(), t.clone());
+                m.triggers
+                    .entry(app_id.to_string())
+                    .or_default()
+                    .entry(kind.to_string())
+                    .or_default()
+                    .insert(source.to_string(), t.clone());
             },
         )
         .await

@@ -152,3 +152,67 @@ async fn cached_sqlite_store_conforms() {
     conformance::run_all(Arc::new(fnrs_datastore::CachedStore::new(store.clone()))).await;
     store.close().await;
 }
+
+const KILL_CHILD_ENV: &str = "FNRS_DS_KILL_CHILD_URL";
+
+/// Run only by `acknowledged_writes_survive_sigkill`, in a child process:
+/// inserts apps and prints each id once the insert has returned.
+#[test]
+#[ignore = "child process of acknowledged_writes_survive_sigkill"]
+fn sigkill_child() {
+    use std::io::Write;
+    let Ok(url) = std::env::var(KILL_CHILD_ENV) else {
+        eprintln!("nothing to do: run by acknowledged_writes_survive_sigkill");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqlStore::connect(&url, &SqlOptions::default())
+            .await
+            .unwrap();
+        let mut out = std::io::stdout().lock();
+        for i in 0..100_000 {
+            let a = app(&format!("k{i:06}"));
+            store.insert_app(&a).await.unwrap();
+            writeln!(out, "acked {}", a.id).unwrap();
+            out.flush().unwrap();
+        }
+    });
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let url = url_in(&dir, "fn.db");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "sigkill_child", "--nocapture"])
+        .env(KILL_CHILD_ENV, &url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = Vec::new();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines {
+        if let Some(id) = line.unwrap().strip_prefix("acked ") {
+            acked.push(id.to_string());
+            if acked.len() == 200 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, mid-write
+    child.wait().unwrap();
+    assert_eq!(acked.len(), 200, "the child stopped early");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqlStore::connect(&url, &SqlOptions::default())
+            .await
+            .unwrap();
+        for id in &acked {
+            store.get_app(id).await.unwrap();
+        }
+        store.close().await;
+    });
+}

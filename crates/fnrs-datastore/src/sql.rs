@@ -36,6 +36,8 @@ pub struct SqlOptions {
     pub ping_max_retries: u32,
     /// Pause between those attempts (default 1 s).
     pub ping_interval: Duration,
+    /// PostgreSQL: how long one attempt may take (default 10 s).
+    pub connect_timeout: Duration,
     /// SQLite: how long a statement waits for a lock held by another process.
     pub busy_timeout: Duration,
 }
@@ -46,6 +48,7 @@ impl Default for SqlOptions {
             max_connections: 8,
             ping_max_retries: 10,
             ping_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(5),
         }
     }
@@ -174,6 +177,7 @@ impl SqlStore {
                 wait_for_postgres(url, &shown, opts).await?;
                 let pool = AnyPoolOptions::new()
                     .max_connections(opts.max_connections.max(1))
+                    .acquire_timeout(opts.connect_timeout.max(Duration::from_secs(1)) * 3)
                     .connect(url)
                     .await
                     .map_err(open)?;
@@ -250,7 +254,15 @@ async fn wait_for_postgres(
     let mut n = 0;
     loop {
         n += 1;
-        match sqlx::AnyConnection::connect(url).await {
+        let attempt = tokio::time::timeout(opts.connect_timeout, sqlx::AnyConnection::connect(url))
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {:?}", opts.connect_timeout),
+                )))
+            });
+        match attempt {
             Ok(conn) => {
                 let _ = conn.close().await;
                 return Ok(());

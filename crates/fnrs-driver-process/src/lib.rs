@@ -48,6 +48,7 @@
 mod cgroup;
 mod funcyaml;
 mod image;
+mod seccomp;
 mod spawn;
 
 use std::ffi::OsString;
@@ -95,6 +96,10 @@ pub const ENV_CGROUP_PARENT: &str = "FN_PROCESS_CGROUP_PARENT";
 /// `FN_PROCESS_RO_PATHS`: `:`-separated host paths bound read-only at the
 /// same path in the sandbox (runtimes outside `/usr`, e.g. a venv in `/opt`).
 pub const ENV_RO_PATHS: &str = "FN_PROCESS_RO_PATHS";
+/// `FN_PROCESS_SECCOMP`: `true` (default) installs a seccomp filter in the
+/// sandbox that denies (EPERM) keyrings, BPF, perf, io_uring, module, mount,
+/// ptrace and clock calls and foreign ABIs (x86_64 only); `false` does not.
+pub const ENV_SECCOMP: &str = "FN_PROCESS_SECCOMP";
 /// `FN_MAX_OPEN_FILES`: `RLIMIT_NOFILE` (default 350, as Fn).
 pub const ENV_MAX_OPEN_FILES: &str = "FN_MAX_OPEN_FILES";
 /// `FN_MAX_LOCKED_MEMORY`: `RLIMIT_MEMLOCK` in bytes (default 65536, as Fn).
@@ -193,6 +198,8 @@ pub struct ProcessDriverConfig {
     pub ro_paths: Vec<PathBuf>,
     /// [`ENV_MAX_OPEN_FILES`] etc., defaults as Fn's.
     pub rlimits: Rlimits,
+    /// [`ENV_SECCOMP`], default `true`.
+    pub seccomp: bool,
 }
 
 impl Default for ProcessDriverConfig {
@@ -214,6 +221,7 @@ impl Default for ProcessDriverConfig {
                 sigpending: Some(5000),
                 msgqueue: Some(819200),
             },
+            seccomp: true,
         }
     }
 }
@@ -233,6 +241,8 @@ pub struct ProcessDriver {
     base_args: Vec<OsString>,
     /// bwrap supports `--size` (a /tmp size limit).
     tmp_size: bool,
+    /// The seccomp program given to bwrap, when in use.
+    seccomp: Option<Vec<u8>>,
     warnings: Vec<String>,
 }
 
@@ -358,6 +368,7 @@ impl ProcessDriver {
 
         let mut base_args = base_bwrap_args(config.network, true);
         let mut tmp_size = true;
+        let mut seccomp = None;
         let mut bwrap = None;
         if config.sandbox != SandboxMode::None {
             let problem = match find_bwrap(config.bwrap.as_deref()) {
@@ -366,12 +377,30 @@ impl ProcessDriver {
                     None => "bwrap (bubblewrap) is not installed".to_string(),
                 }),
                 Some(path) => {
+                    let program = if config.seccomp {
+                        seccomp::program()
+                    } else {
+                        None
+                    };
+                    if config.seccomp && program.is_none() {
+                        warnings.push(format!(
+                            "no seccomp filter on this architecture ({ENV_SECCOMP})"
+                        ));
+                    }
                     // Older bwraps lack --disable-userns (0.8) and --size
-                    // (0.5): try without them before giving up.
+                    // (0.5), a kernel may lack seccomp: try without them
+                    // before giving up.
                     let mut first_err = None;
-                    for (disable_userns, size) in [(true, true), (false, true), (false, false)] {
+                    let ladder = [
+                        (true, true, true),
+                        (true, true, false),
+                        (false, true, false),
+                        (false, false, false),
+                    ];
+                    for (disable_userns, size, filter) in ladder {
+                        let filter = if filter { program.as_deref() } else { None };
                         let args = base_bwrap_args(config.network, disable_userns);
-                        match probe_bwrap(&path, &args, size, drop_to) {
+                        match probe_bwrap(&path, &args, size, filter, drop_to) {
                             Ok(()) => {
                                 if !disable_userns {
                                     warnings.push(
@@ -387,8 +416,15 @@ impl ProcessDriver {
                                             .to_string(),
                                     );
                                 }
+                                if program.is_some() && filter.is_none() {
+                                    warnings.push(format!(
+                                        "the seccomp filter does not work here: functions run \
+                                         without it ({ENV_SECCOMP})"
+                                    ));
+                                }
                                 base_args = args;
                                 tmp_size = size;
+                                seccomp = filter.map(<[u8]>::to_vec);
                                 bwrap = Some(path.clone());
                                 break;
                             }
@@ -468,6 +504,7 @@ impl ProcessDriver {
             drop_to,
             base_args,
             tmp_size,
+            seccomp,
             warnings,
         })
     }
@@ -508,8 +545,17 @@ impl ProcessDriver {
         Ok((dir, fy))
     }
 
-    fn bwrap_args(&self, spec: &InstanceSpec, fn_dir: &Path) -> Vec<OsString> {
+    fn bwrap_args(
+        &self,
+        spec: &InstanceSpec,
+        fn_dir: &Path,
+        seccomp_fd: Option<i32>,
+    ) -> Vec<OsString> {
         let mut a = self.base_args.clone();
+        if let Some(fd) = seccomp_fd {
+            a.push("--seccomp".into());
+            a.push(fd.to_string().into());
+        }
         let tmp_mb = if self.config.tmp_size_mb > 0 {
             self.config.tmp_size_mb
         } else {
@@ -540,7 +586,11 @@ impl ProcessDriver {
         a
     }
 
-    fn child_setup(&self, cg: Option<&cgroup::InstanceCgroup>) -> spawn::ChildSetup {
+    fn child_setup(
+        &self,
+        cg: Option<&cgroup::InstanceCgroup>,
+        keep_fd: Option<i32>,
+    ) -> spawn::ChildSetup {
         spawn::ChildSetup {
             cgroup_procs: cg.map(|c| c.procs_paths()).unwrap_or_default(),
             rlimits: self.config.rlimits,
@@ -548,21 +598,31 @@ impl ProcessDriver {
             // bwrap sets both itself (and must not be hindered if setuid).
             no_new_privs: self.bwrap.is_none(),
             pdeathsig: self.bwrap.is_none(),
+            keep_fd,
         }
     }
 }
 
-/// Run `bwrap <base args> [--size 1M] --tmpfs /tmp -- true` once, as the
-/// sandbox user.
+/// Run `bwrap <base args> [--seccomp FD] [--size 1M] --tmpfs /tmp -- true`
+/// once, as the sandbox user.
 fn probe_bwrap(
     bwrap: &Path,
     base: &[OsString],
     size: bool,
+    filter: Option<&[u8]>,
     drop_to: Option<(u32, u32)>,
 ) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(bwrap);
     cmd.args(base);
+    let fd = match filter {
+        Some(p) => Some(seccomp::program_fd(p).map_err(|e| format!("seccomp pipe: {e}"))?),
+        None => None,
+    };
+    if let Some(fd) = &fd {
+        cmd.arg("--seccomp").arg(fd.as_raw_fd().to_string());
+    }
     if size {
         cmd.args(["--size", "1048576"]);
     }
@@ -579,12 +639,14 @@ fn probe_bwrap(
         drop_to,
         no_new_privs: false,
         pdeathsig: false,
+        keep_fd: fd.as_ref().map(|f| f.as_raw_fd()),
     };
     // SAFETY: ChildSetup::apply only makes async-signal-safe system calls.
     unsafe {
         cmd.pre_exec(move || setup.apply());
     }
     let out = cmd.output().map_err(|e| e.to_string())?;
+    drop(fd);
     if out.status.success() {
         Ok(())
     } else {
@@ -645,10 +707,27 @@ impl Driver for ProcessDriver {
             None => None,
         };
 
+        let seccomp_fd = match (&self.bwrap, &self.seccomp) {
+            (Some(_), Some(p)) => match seccomp::program_fd(p) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    if let Some(cg) = &cg {
+                        let _ = cg.remove();
+                    }
+                    return Err(DriverError::Internal(format!("seccomp pipe: {e}")));
+                }
+            },
+            _ => None,
+        };
+        let raw_seccomp_fd = seccomp_fd.as_ref().map(|f| {
+            use std::os::fd::AsRawFd;
+            f.as_raw_fd()
+        });
         let mut cmd = match &self.bwrap {
             Some(bwrap) => {
                 let mut c = tokio::process::Command::new(bwrap);
-                c.args(self.bwrap_args(&spec, &dir)).args(&argv);
+                c.args(self.bwrap_args(&spec, &dir, raw_seccomp_fd))
+                    .args(&argv);
                 c.current_dir("/");
                 c
             }
@@ -677,14 +756,20 @@ impl Driver for ProcessDriver {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        let setup = self.child_setup(cg.as_ref());
+        let setup = self.child_setup(cg.as_ref(), raw_seccomp_fd);
         // SAFETY: ChildSetup::apply only makes async-signal-safe system calls
         // on memory prepared before the fork.
         unsafe {
             cmd.pre_exec(move || setup.apply());
         }
 
-        let spawned = spawn::on_spawner_thread(move || cmd.spawn()).await;
+        let spawned = spawn::on_spawner_thread(move || {
+            let r = cmd.spawn();
+            // The child has its copy; ours closes now.
+            drop(seccomp_fd);
+            r
+        })
+        .await;
         let mut child = match spawned {
             Some(Ok(c)) => c,
             other => {
@@ -752,6 +837,7 @@ impl Driver for ProcessDriver {
                 _ => "shared",
             },
             "uid": self.drop_to.map(|d| d.0),
+            "seccomp": self.seccomp.is_some(),
             "warnings": self.warnings,
         })
     }

@@ -40,6 +40,8 @@ pub(crate) struct ChildSetup {
     pub(crate) no_new_privs: bool,
     /// Set `PR_SET_PDEATHSIG` = SIGKILL (after the uid switch, which clears it).
     pub(crate) pdeathsig: bool,
+    /// An fd (close-on-exec in the parent) to pass on through exec.
+    pub(crate) keep_fd: Option<std::os::fd::RawFd>,
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
@@ -95,6 +97,9 @@ impl ChildSetup {
             }
             if self.pdeathsig {
                 check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+            }
+            if let Some(fd) = self.keep_fd {
+                check(libc::fcntl(fd, libc::F_SETFD, 0))?;
             }
         }
         Ok(())

@@ -68,9 +68,17 @@ echo "ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ',')
 echo "pwd=$(pwd)"
 echo "pid=$$"
 cat /etc/shadow >/dev/null 2>&1 && echo shadow=readable || echo shadow=denied
+grep -E '^Seccomp:' /proc/self/status | tr -d '\t'
+/usr/bin/python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); r = l.syscall(KEYCTL, 1, 0); print("keyctl=%d,%d" % (r, ctypes.get_errno()))'
 echo "envkeys=$(env | cut -d= -f1 | sort | tr '\n' ',')"
 "#,
     );
+    let script = std::fs::read_to_string(f.path().join("run.sh")).unwrap();
+    std::fs::write(
+        f.path().join("run.sh"),
+        script.replace("KEYCTL", &libc::SYS_keyctl.to_string()),
+    )
+    .unwrap();
     let mut spec = spec(f.path(), 64);
     spec.iofs_dir = Some(iofs.path().to_path_buf());
     let mut inst = driver.start(spec).await.expect("start");
@@ -102,6 +110,13 @@ echo "envkeys=$(env | cut -d= -f1 | sort | tr '\n' ',')"
     assert_eq!(get("pwd"), "/function");
     assert_eq!(get("pid"), "2", "a new pid namespace (bwrap's init is 1)");
     assert_eq!(get("shadow"), "denied");
+    // The seccomp filter is on: keyctl answers EPERM (it succeeds without).
+    assert_eq!(health["seccomp"], true);
+    assert_eq!(
+        out.lines().find(|l| l.starts_with("Seccomp:")),
+        Some("Seccomp:2")
+    );
+    assert_eq!(get("keyctl"), format!("-1,{}", libc::EPERM));
     // Only what the driver documents plus the spec's env (and what sh sets).
     let keys: Vec<String> = get("envkeys")
         .split(',')
@@ -583,4 +598,23 @@ async fn instances_die_with_the_server_and_leftovers_are_cleaned() {
     if let Some(d) = fn_dir {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+#[tokio::test]
+async fn without_seccomp_the_filtered_call_works() {
+    let (driver, _g) = driver(ProcessDriverConfig {
+        seccomp: false,
+        ..config("without_seccomp_the_filtered_call_works")
+    });
+    assert_eq!(driver.health().await["seccomp"], false);
+    let f = script_fn(&format!(
+        "grep -E '^Seccomp:' /proc/self/status | tr -d '\\t'\n\
+         /usr/bin/python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); \
+         r = l.syscall({}, 1, 0); print(\"keyctl_ok=%d\" % (r > 0))'",
+        libc::SYS_keyctl
+    ));
+    let mut inst = driver.start(spec(f.path(), 64)).await.expect("start");
+    let (out, err, exit) = run_to_end(&mut inst).await;
+    assert_eq!(exit.code, 0, "{err}");
+    assert_eq!(out, "Seccomp:0\nkeyctl_ok=1\n", "{err}");
 }

@@ -73,17 +73,17 @@ impl Tables {
     }
 }
 
-/// Sorts by name, applies `name > cursor` and the page size.
+/// Sorts by (name, id), applies `name > cursor` and the page size.
 fn page_by_name<T: Clone>(
     mut items: Vec<&T>,
-    name: impl std::ops::Fn(&T) -> &str,
+    name: impl std::ops::Fn(&T) -> (&str, &str),
     cursor: Option<&str>,
     per_page: u32,
 ) -> Vec<T> {
     if let Some(c) = cursor {
-        items.retain(|i| name(i) > c);
+        items.retain(|i| name(i).0 > c);
     }
-    items.sort_by(|a, b| name(a).cmp(name(b)));
+    items.sort_by(|a, b| name(a).cmp(&name(b)));
     items
         .into_iter()
         .take(page_limit(per_page))
@@ -173,7 +173,7 @@ impl Datastore for MemoryStore {
             .collect();
         Ok(page_by_name(
             items,
-            |a: &App| &a.name,
+            |a: &App| (&a.name, &a.id),
             filter.cursor.as_deref(),
             filter.per_page,
         ))
@@ -231,7 +231,7 @@ impl Datastore for MemoryStore {
             .collect();
         Ok(page_by_name(
             items,
-            |f: &Fn| &f.name,
+            |f: &Fn| (&f.name, &f.id),
             filter.cursor.as_deref(),
             filter.per_page,
         ))
@@ -301,7 +301,7 @@ impl Datastore for MemoryStore {
             .collect();
         Ok(page_by_name(
             items,
-            |tr: &Trigger| &tr.name,
+            |tr: &Trigger| (&tr.name, &tr.id),
             filter.cursor.as_deref(),
             filter.per_page,
         ))

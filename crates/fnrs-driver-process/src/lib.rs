@@ -16,7 +16,10 @@
 //!   container), extra read-only paths ([`ENV_RO_PATHS`]) at their host path,
 //!   and the function directory read-only at `/function`, also the working
 //!   directory. Network: the host's by default, or a private namespace with
-//!   only `lo` ([`ENV_NETWORK`]=`none`).
+//!   only `lo` ([`ENV_NETWORK`]=`none`). A seccomp filter ([`ENV_SECCOMP`])
+//!   denies keyrings, BPF, perf, io_uring, module, mount, ptrace and clock
+//!   calls. The server's probe at start drops what an older bwrap lacks
+//!   (with a warning).
 //! - **Limits**: one cgroup per instance under one parent per controller
 //!   (v1: `/sys/fs/cgroup/{memory,pids}/<parent>/<id>`, v2:
 //!   `/sys/fs/cgroup/<parent>/<id>`), joined before the child execs anything:
@@ -38,6 +41,12 @@
 //!   directory; the iofs directory cannot be remapped, so
 //!   [`Driver::iofs_mount`] returns the host directory. `health()` then carries
 //!   `"unsandboxed": true` and a warning.
+//!
+//! - **Death with the server**: every instance is forked from one dedicated
+//!   thread that lives as long as the process, so bwrap's
+//!   `--die-with-parent` (`PR_SET_PDEATHSIG`, which is per *thread*) fires
+//!   only when the server dies. A crashed server's cgroups are emptied and
+//!   removed by [`Driver::cleanup_leftovers`] at the next start.
 //!
 //! The command is `entrypoint` split shell-like (quotes and backslashes group
 //! words, no expansions), then `cmd` split the same way — what Fn's CLI puts
@@ -223,6 +232,76 @@ impl Default for ProcessDriverConfig {
             },
             seccomp: true,
         }
+    }
+}
+
+impl ProcessDriverConfig {
+    /// Build a config from `FN_*` settings looked up by name (e.g.
+    /// `|k| std::env::var(k).ok()`, or a map of parsed flags); unset or empty
+    /// settings keep their defaults. The error names the bad setting.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let mut c = ProcessDriverConfig::default();
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        fn num<T: FromStr>(k: &str, v: &str) -> Result<T, String> {
+            v.trim()
+                .parse()
+                .map_err(|_| format!("{k} must be a non-negative integer, not {v:?}"))
+        }
+        if let Some(v) = get(ENV_SANDBOX) {
+            c.sandbox = v.parse()?;
+        }
+        if let Some(v) = get(ENV_NETWORK) {
+            c.network = v.parse()?;
+        }
+        if let Some(v) = get(ENV_ROOTS) {
+            c.roots = parse_path_list(&v);
+        }
+        if let Some(v) = get(ENV_RO_PATHS) {
+            c.ro_paths = parse_path_list(&v);
+        }
+        if let Some(v) = get(ENV_MAX_PIDS) {
+            c.max_pids = num(ENV_MAX_PIDS, &v)?;
+        }
+        if let Some(v) = get(ENV_TMP_SIZE_MB) {
+            c.tmp_size_mb = num(ENV_TMP_SIZE_MB, &v)?;
+        }
+        if let Some(v) = get(ENV_UID) {
+            c.uid = num(ENV_UID, &v)?;
+        }
+        if let Some(v) = get(ENV_GID) {
+            c.gid = num(ENV_GID, &v)?;
+        }
+        if let Some(v) = get(ENV_CGROUP_PARENT) {
+            c.cgroup_parent = v.trim().to_string();
+        }
+        if let Some(v) = get(ENV_BWRAP) {
+            c.bwrap = Some(PathBuf::from(v.trim()));
+        }
+        if let Some(v) = get(ENV_SECCOMP) {
+            c.seccomp = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(format!("{ENV_SECCOMP} must be true or false, not {v:?}")),
+            };
+        }
+        // Fn's ulimits: a negative or zero value leaves the limit alone.
+        let limit = |k: &str, d: Option<u64>| -> Result<Option<u64>, String> {
+            match get(k) {
+                None => Ok(d),
+                Some(v) => {
+                    let n: i64 = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("{k} must be an integer, not {v:?}"))?;
+                    Ok((n > 0).then_some(n as u64))
+                }
+            }
+        };
+        c.rlimits.nofile = limit(ENV_MAX_OPEN_FILES, c.rlimits.nofile)?;
+        c.rlimits.memlock = limit(ENV_MAX_LOCKED_MEMORY, c.rlimits.memlock)?;
+        c.rlimits.sigpending = limit(ENV_MAX_PENDING_SIGNALS, c.rlimits.sigpending)?;
+        c.rlimits.msgqueue = limit(ENV_MAX_MESSAGE_QUEUE, c.rlimits.msgqueue)?;
+        Ok(c)
     }
 }
 
@@ -449,7 +528,7 @@ impl ProcessDriver {
                 }
                 warnings.push(format!(
                     "{problem}: functions run UNSANDBOXED with the host's file system \
-                     (install bubblewrap, or set {ENV_SANDBOX}=none to silence this)"
+                     (install bubblewrap, or set {ENV_SANDBOX}=bwrap to refuse to start without it)"
                 ));
             }
         }
@@ -1001,7 +1080,57 @@ mod tests {
             vec![PathBuf::from("/a"), PathBuf::from("/b c")]
         );
         assert!(valid_id("01M8A61GT6FW00008ZJ0000017"));
+        assert!(valid_id("a-b_c"));
         assert!(!valid_id("../x"));
         assert!(!valid_id(""));
+    }
+
+    #[test]
+    fn config_from_lookup() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            ProcessDriverConfig::from_lookup(env(&[])).unwrap(),
+            ProcessDriverConfig::default()
+        );
+        let c = ProcessDriverConfig::from_lookup(env(&[
+            (ENV_SANDBOX, "none"),
+            (ENV_NETWORK, "none"),
+            (ENV_ROOTS, "/srv/fns:/opt/fns"),
+            (ENV_MAX_PIDS, "10"),
+            (ENV_UID, "1000"),
+            (ENV_GID, "1001"),
+            (ENV_TMP_SIZE_MB, "16"),
+            (ENV_CGROUP_PARENT, "fnrs-a"),
+            (ENV_SECCOMP, "false"),
+            (ENV_MAX_OPEN_FILES, "-1"),
+            (ENV_MAX_LOCKED_MEMORY, "1024"),
+        ]))
+        .unwrap();
+        assert_eq!(c.sandbox, SandboxMode::None);
+        assert_eq!(c.network, NetworkMode::None);
+        assert_eq!(
+            c.roots,
+            [PathBuf::from("/srv/fns"), PathBuf::from("/opt/fns")]
+        );
+        assert_eq!(
+            (c.max_pids, c.uid, c.gid, c.tmp_size_mb),
+            (10, 1000, 1001, 16)
+        );
+        assert_eq!(c.cgroup_parent, "fnrs-a");
+        assert!(!c.seccomp);
+        assert_eq!(c.rlimits.nofile, None);
+        assert_eq!(c.rlimits.memlock, Some(1024));
+        assert_eq!(c.rlimits.sigpending, Some(5000));
+        let e = ProcessDriverConfig::from_lookup(env(&[(ENV_MAX_PIDS, "lots")])).unwrap_err();
+        assert!(e.contains(ENV_MAX_PIDS), "{e}");
+        let e = ProcessDriverConfig::from_lookup(env(&[(ENV_SANDBOX, "docker")])).unwrap_err();
+        assert!(e.contains(ENV_SANDBOX), "{e}");
     }
 }

@@ -8,6 +8,9 @@ use serde::Deserialize;
 /// The file name looked up in a function directory.
 pub const FUNC_YAML: &str = "func.yaml";
 
+/// The largest `func.yaml` read (1 MiB).
+const MAX_FUNC_YAML: u64 = 1 << 20;
+
 /// The fields of a `func.yaml` that the process driver uses; every other
 /// field (`triggers`, `build_image`, …) is accepted and ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -67,6 +70,14 @@ fn bad(msg: String) -> DriverError {
 /// with a message naming the file.
 pub fn read_func_yaml(dir: &Path) -> Result<FuncYaml, DriverError> {
     let path = dir.join(FUNC_YAML);
+    if let Ok(md) = std::fs::metadata(&path)
+        && md.len() > MAX_FUNC_YAML
+    {
+        return Err(DriverError::BadImage(format!(
+            "{} is larger than {MAX_FUNC_YAML} bytes",
+            path.display()
+        )));
+    }
     let text = std::fs::read_to_string(&path)
         .map_err(|e| DriverError::BadImage(format!("Cannot read {}: {e}", path.display())))?;
     if text.trim().is_empty() {

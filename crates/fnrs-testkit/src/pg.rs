@@ -93,6 +93,7 @@ impl TempPostgres {
             .context("giving the cluster dir to the postgres user")?;
         }
         let data = dir.path().join("data");
+        watch_for_crash(&pg_ctl, &data, dir.path(), as_postgres);
         run(as_user(as_postgres, &initdb).arg("-D").arg(&data).args([
             "-A",
             "trust",
@@ -170,6 +171,39 @@ impl Drop for TempPostgres {
                 }
             }
         }
+    }
+}
+
+/// If this process dies without dropping the cluster (killed by a test
+/// runner's timeout), a detached watchdog stops the server and removes its
+/// directory (again a few times, in case an orphaned `initdb` was still
+/// writing). After a normal drop it finds nothing left to do.
+fn watch_for_crash(pg_ctl: &Path, data: &Path, dir: &Path, as_postgres: bool) {
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let stop = format!(
+        "{}{} -D {} -m immediate stop",
+        if as_postgres {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        },
+        quote(pg_ctl),
+        quote(data)
+    );
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         for i in 1 2 3 4 5; do [ -d {dir} ] || break; {stop}; rm -rf {dir}; sleep 2; done",
+        pid = std::process::id(),
+        dir = quote(dir),
+    );
+    let spawned = Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        eprintln!("fnrs-testkit: no watchdog for the test PostgreSQL: {e}");
     }
 }
 

@@ -77,10 +77,11 @@ impl<S: Datastore> CachedStore<S> {
 
     /// Looks up with `hit`, else loads with `load` and stores with `put`
     /// unless an invalidation happened meanwhile.
+    /// (`load` is only called on a miss: a hit allocates nothing.)
     async fn read_through<T, F>(
         &self,
         hit: impl FnOnce(&Maps) -> Option<Arc<T>>,
-        load: F,
+        load: impl FnOnce() -> F,
         put: impl FnOnce(&mut Maps, &Arc<T>),
     ) -> Result<Arc<T>>
     where
@@ -93,7 +94,7 @@ impl<S: Datastore> CachedStore<S> {
             }
             m.generation
         };
-        let v = Arc::new(load.await?);
+        let v = Arc::new(load().await?);
         let mut m = self.maps.write();
         if m.generation == generation {
             put(&mut m, &v);
@@ -105,7 +106,7 @@ impl<S: Datastore> CachedStore<S> {
     pub async fn cached_app(&self, app_id: &str) -> Result<Arc<App>> {
         self.read_through(
             |m| m.apps.get(app_id).cloned(),
-            self.inner.get_app(app_id),
+            || self.inner.get_app(app_id),
             |m, a| {
                 m.apps.insert(a.id.clone(), a.clone());
                 m.app_names.insert(a.name.clone(), a.clone());
@@ -118,7 +119,7 @@ impl<S: Datastore> CachedStore<S> {
     pub async fn cached_app_by_name(&self, name: &str) -> Result<Arc<App>> {
         self.read_through(
             |m| m.app_names.get(name).cloned(),
-            self.inner.get_app_by_name(name),
+            || self.inner.get_app_by_name(name),
             |m, a| {
                 m.apps.insert(a.id.clone(), a.clone());
                 m.app_names.insert(a.name.clone(), a.clone());
@@ -131,7 +132,7 @@ impl<S: Datastore> CachedStore<S> {
     pub async fn cached_fn(&self, fn_id: &str) -> Result<Arc<Fn>> {
         self.read_through(
             |m| m.fns.get(fn_id).cloned(),
-            self.inner.get_fn(fn_id),
+            || self.inner.get_fn(fn_id),
             |m, f| {
                 m.fns.insert(f.id.clone(), f.clone());
             },
@@ -148,7 +149,7 @@ impl<S: Datastore> CachedStore<S> {
     ) -> Result<Arc<Trigger>> {
         self.read_through(
             |m| m.triggers.get(app_id)?.get(kind)?.get(source).cloned(),
-            self.inner.get_trigger_by_source(app_id, kind, source),
+            || self.inner.get_trigger_by_source(app_id, kind, source),
             |m, t| {
                 m.triggers
                     .entry(app_id.to_string())

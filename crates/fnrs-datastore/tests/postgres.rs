@@ -116,3 +116,49 @@ async fn unreachable_postgres_gives_up_with_a_clear_message() {
     assert!(msg.contains("not reachable after 3 attempts"), "{msg}");
     assert!(!msg.contains("sekrit"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_that_comes_up_late_is_waited_for() {
+    let pg = temp_pg().await;
+    let real = {
+        let u = url::Url::parse(&pg.url).unwrap();
+        format!("{}:{}", u.host_str().unwrap(), u.port().unwrap())
+    };
+    // A port that refuses connections until a forwarder to the real server
+    // starts listening on it, a little after the store began trying.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let late_url = {
+        let mut u = url::Url::parse(&pg.url).unwrap();
+        u.set_port(Some(port)).unwrap();
+        u.to_string()
+    };
+    let forwarder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            let real = real.clone();
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(real).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    let opts = SqlOptions {
+        ping_max_retries: 100,
+        ping_interval: Duration::from_millis(50),
+        ..SqlOptions::default()
+    };
+    let store = SqlStore::connect(&late_url, &opts).await.unwrap();
+    let a = app("late");
+    store.insert_app(&a).await.unwrap();
+    assert_eq!(store.get_app(&a.id).await.unwrap(), a);
+    store.close().await;
+    forwarder.abort();
+}

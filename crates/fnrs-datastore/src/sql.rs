@@ -138,7 +138,7 @@ impl SqlStore {
                         .max_connections(max)
                         .after_connect(move |conn, _| {
                             Box::pin(async move {
-                                // Per connection; sqlx enables foreign keys itself.
+                                // Per connection (sqlx turns foreign keys on too; say it here anyway).
                                 sqlx::query(sqlx::AssertSqlSafe(format!(
                                     "PRAGMA busy_timeout = {busy_ms}"
                                 )))

@@ -44,12 +44,28 @@ async fn postgres_schema_is_migrated_once_and_data_kept() {
     let url = pg.url.replacen("postgres://", "postgresql://", 1);
     let a = app("kept");
     let f = func(&a.id, "f");
+    let queued = conformance::call(&f, &fnrs_model::new_id());
+    let pending = fnrs_model::PendingCall {
+        call_id: queued.id.clone(),
+        fn_id: f.id.clone(),
+        trigger_id: None,
+        method: "POST".into(),
+        url: queued.url.clone(),
+        headers: vec![("Content-Type".into(), "text/plain".into())],
+        body: b"payload".to_vec(),
+        attempts: 0,
+    };
     {
         let store = SqlStore::connect(&url, &SqlOptions::default())
             .await
             .unwrap();
         store.insert_app(&a).await.unwrap();
         store.insert_fn(&f).await.unwrap();
+        store.insert_pending(&queued, &pending).await.unwrap();
+        store
+            .put_logs(&[(queued.id.clone(), f.id.clone(), b"log".to_vec())])
+            .await
+            .unwrap();
         store.close().await;
     }
     let store = SqlStore::connect(&pg.url, &SqlOptions::default())
@@ -57,6 +73,10 @@ async fn postgres_schema_is_migrated_once_and_data_kept() {
         .unwrap();
     assert_eq!(store.get_app(&a.id).await.unwrap(), a);
     assert_eq!(store.get_fn(&f.id).await.unwrap(), f);
+    // A detached call accepted before the restart is still there to run.
+    assert_eq!(store.list_pending().await.unwrap(), [pending]);
+    assert_eq!(store.get_call(&f.id, &queued.id).await.unwrap(), queued);
+    assert_eq!(store.get_log(&queued.id).await.unwrap(), b"log");
     store.close().await;
 
     sqlx::any::install_default_drivers();

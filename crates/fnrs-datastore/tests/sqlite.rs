@@ -80,12 +80,28 @@ async fn reopened_file_keeps_its_data() {
     let url = url_in(&dir, "fn.db");
     let a = app("kept");
     let f = func(&a.id, "f");
+    let queued = conformance::call(&f, &fnrs_model::new_id());
+    let pending = fnrs_model::PendingCall {
+        call_id: queued.id.clone(),
+        fn_id: f.id.clone(),
+        trigger_id: None,
+        method: "POST".into(),
+        url: queued.url.clone(),
+        headers: vec![("Content-Type".into(), "text/plain".into())],
+        body: b"payload".to_vec(),
+        attempts: 0,
+    };
     {
         let store = SqlStore::connect(&url, &SqlOptions::default())
             .await
             .unwrap();
         store.insert_app(&a).await.unwrap();
         store.insert_fn(&f).await.unwrap();
+        store.insert_pending(&queued, &pending).await.unwrap();
+        store
+            .put_logs(&[(queued.id.clone(), f.id.clone(), b"log".to_vec())])
+            .await
+            .unwrap();
         store.close().await;
     }
     // Both URL spellings open the same file; migrations are not re-applied.
@@ -95,6 +111,10 @@ async fn reopened_file_keeps_its_data() {
         .unwrap();
     assert_eq!(store.get_app(&a.id).await.unwrap(), a);
     assert_eq!(store.get_fn(&f.id).await.unwrap(), f);
+    // A detached call accepted before the restart is still there to run.
+    assert_eq!(store.list_pending().await.unwrap(), [pending]);
+    assert_eq!(store.get_call(&f.id, &queued.id).await.unwrap(), queued);
+    assert_eq!(store.get_log(&queued.id).await.unwrap(), b"log");
     store.close().await;
 }
 

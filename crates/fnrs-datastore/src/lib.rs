@@ -1,5 +1,9 @@
-//! The store behind fnrs: one [`Datastore`] trait, implemented on SQL (SQLite
-//! by default, PostgreSQL for several nodes) and in memory (tests).
+//! The store behind fnrs: one [`Datastore`] trait, implemented on SQL
+//! ([`SqlStore`]: SQLite by default, PostgreSQL for several nodes, opened from
+//! Fn's `FN_DB_URL`) and in memory ([`MemoryStore`], for tests), plus a read
+//! cache for the invoke path ([`CachedStore`]: route every write through it so
+//! that it invalidates). With the `testkit` feature, `conformance` holds the
+//! suite every implementation passes, and builders for test data.
 //!
 //! Errors are [`fnrs_model::Error`] so that "not found" and uniqueness
 //! conflicts come out with Fn's status and message; anything else is a 500.

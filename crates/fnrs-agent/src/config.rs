@@ -31,6 +31,9 @@ pub struct AgentConfig {
     /// `FN_MAX_REQUEST_SIZE` (0 = unlimited): also bounds a detached call's
     /// body, which is stored.
     pub max_request_size: u64,
+    /// This server run's id (labels, cgroup and iofs names); made up when
+    /// `None`.
+    pub server_id: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -46,6 +49,7 @@ impl Default for AgentConfig {
             disable_debug_user_logs: false,
             max_calls_per_fn: 1000,
             max_request_size: 0,
+            server_id: None,
         }
     }
 }

@@ -69,6 +69,16 @@ impl IofsRoot {
     }
 }
 
+/// Whether the server `server_id` that used `iofs_base` is running (holds its
+/// lock). Other per-server leftovers (cgroups, containers) are judged by this.
+pub fn server_is_live(iofs_base: &Path, server_id: &str) -> bool {
+    let lock_path = iofs_base.join("fnrs").join(format!("{server_id}.lock"));
+    match OpenOptions::new().write(true).open(lock_path) {
+        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err(),
+        Err(_) => false,
+    }
+}
+
 /// Remove the iofs dirs of servers that are not running any more.
 fn remove_stale(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
@@ -188,6 +198,8 @@ mod tests {
         let stale = base.path().join("fnrs/DEAD");
         fs::create_dir_all(stale.join("I2")).unwrap();
         File::create(base.path().join("fnrs/DEAD.lock")).unwrap();
+        assert!(server_is_live(base.path(), "LIVE"));
+        assert!(!server_is_live(base.path(), "DEAD"));
         let other = IofsRoot::create(base.path(), "OTHER").unwrap();
         assert!(!stale.exists());
         assert!(d.exists(), "a live server's dirs must survive");

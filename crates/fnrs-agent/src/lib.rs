@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use config::AgentConfig;
+pub use iofs::server_is_live;
 
 use body::CallBody;
 use capacity::{Capacity, Reservation};
@@ -108,7 +109,7 @@ impl Agent {
         store: Arc<dyn Datastore>,
         drivers: Vec<Arc<dyn Driver>>,
     ) -> Result<Arc<Self>, String> {
-        let server_id = fnrs_model::new_id();
+        let server_id = config.server_id.clone().unwrap_or_else(fnrs_model::new_id);
         let iofs = IofsRoot::create(&config.iofs_path, &server_id).map_err(|e| {
             format!(
                 "cannot use FN_IOFS_PATH {}: {e}",

@@ -1,5 +1,6 @@
 //! `fnrs`: the server (`fnrs serve`) and a client of its API.
 
+mod agent;
 mod client;
 mod deploy;
 mod serve;

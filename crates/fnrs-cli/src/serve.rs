@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fnrs_api::{ApiConfig, ApiState, Invoker, Lookup};
+use fnrs_api::{ApiConfig, ApiState, Invoker};
 use fnrs_datastore::Datastore;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +68,8 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, env = ENV_SHUTDOWN_GRACE_SECS, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub agent: crate::agent::AgentArgs,
 }
 
 impl ServeArgs {
@@ -112,26 +114,15 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Datastore>> {
 }
 
 async fn open_store_url(url: &str, retries: u32) -> anyhow::Result<Arc<dyn Datastore>> {
-    if url == "memory://" {
-        return Ok(Arc::new(fnrs_datastore::MemoryStore::new()));
-    }
-    let _ = retries;
-    anyhow::bail!("no SQL datastore available yet for {url}")
-}
-
-/// The lookups of the invoke path (the cache over the store).
-fn build_lookup(store: &Arc<dyn Datastore>) -> Arc<dyn Lookup> {
-    Arc::new(fnrs_api::StoreLookup(store.clone()))
-}
-
-/// Builds the invoker that runs calls. For now no agent is wired in: every
-/// call answers 500 `{"message":"no agent configured"}`.
-pub fn build_invoker(
-    _args: &ServeArgs,
-    _store: Arc<dyn Datastore>,
-    _shutdown: CancellationToken,
-) -> anyhow::Result<Arc<dyn Invoker>> {
-    Ok(Arc::new(fnrs_api::NoAgent))
+    let opts = fnrs_datastore::SqlOptions {
+        ping_max_retries: retries,
+        ..Default::default()
+    };
+    let store = fnrs_datastore::SqlStore::connect(url, &opts)
+        .await
+        .with_context(|| format!("opening the datastore {}", fnrs_datastore::redact(url)))?;
+    tracing::info!(backend = ?store.backend(), db = %fnrs_datastore::redact(url), "datastore open");
+    Ok(Arc::new(store))
 }
 
 /// Installs the Prometheus recorder (once per process).
@@ -182,8 +173,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let store = open_store(&args).await?;
-    let lookup = build_lookup(&store);
-    let invoker = build_invoker(&args, store.clone(), shutdown.clone())?;
+    // Writes go through the cache so that it never serves stale lookups.
+    let (store, lookup) = crate::agent::cached(store);
+    let agent =
+        crate::agent::start_agent(&args.agent, args.max_request_size, store.clone()).await?;
+    let invoker: Arc<dyn Invoker> = Arc::new(crate::agent::AgentInvoker(agent.clone()));
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.listen, args.port))
         .await
@@ -221,6 +215,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         } => tracing::warn!(grace_secs = args.shutdown_grace_secs, "grace period over, closing remaining connections"),
     }
     shutdown.cancel();
+    // In-flight calls had the grace period above; end every instance now.
+    agent.shutdown(Duration::from_secs(1)).await;
     tracing::info!("fnrs stopped");
     Ok(())
 }

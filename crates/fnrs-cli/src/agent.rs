@@ -1,0 +1,265 @@
+//! The agent's part of `fnrs serve`: its settings (Fn's `FN_*` variables and
+//! fnrs's new ones), the drivers, and the adapter that lets the API invoke
+//! through the agent.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fnrs_agent::{Agent, AgentConfig, InvokeCall};
+use fnrs_api::{BoxBody, InvokeError, InvokeRequest, Invoker, Lookup};
+use fnrs_datastore::{CachedStore, Datastore};
+use fnrs_driver::Driver;
+use fnrs_driver_process::{NetworkMode, ProcessDriver, ProcessDriverConfig, SandboxMode};
+use fnrs_model::{App, Error, Fn, Trigger};
+
+/// Socket-readiness limit of a new instance, in ms.
+pub const ENV_HOT_START_TIMEOUT_MSECS: &str = "FN_HOT_START_TIMEOUT_MSECS";
+/// Longest wait of a call for an instance or memory before 503, in ms.
+pub const ENV_MAX_QUEUE_WAIT_MSECS: &str = "FN_MAX_QUEUE_WAIT_MSECS";
+/// Cap on memory used by instances, in bytes (detected otherwise).
+pub const ENV_MAX_TOTAL_MEMORY_BYTES: &str = "FN_MAX_TOTAL_MEMORY_BYTES";
+/// Where iofs directories are made.
+pub const ENV_IOFS_PATH: &str = "FN_IOFS_PATH";
+/// Largest function response body, in bytes (0 = no limit).
+pub const ENV_MAX_RESPONSE_SIZE: &str = "FN_MAX_RESPONSE_SIZE";
+/// Largest function response head, in bytes (0 = 10 MiB).
+pub const ENV_MAX_HDR_RESPONSE_SIZE: &str = "FN_MAX_HDR_RESPONSE_SIZE";
+/// Log kept per call, in bytes.
+pub const ENV_MAX_LOG_SIZE_BYTES: &str = "FN_MAX_LOG_SIZE_BYTES";
+/// Don't echo function output into the server log at debug level.
+pub const ENV_DISABLE_DEBUG_USER_LOGS: &str = "FN_DISABLE_DEBUG_USER_LOGS";
+/// Call records kept per fn (older ones are pruned).
+pub const ENV_MAX_CALLS_PER_FN: &str = "FN_MAX_CALLS_PER_FN";
+
+/// Settings of the agent and of the process driver.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Time for a new instance to create its socket, in ms (then 504).
+    #[arg(long, env = ENV_HOT_START_TIMEOUT_MSECS, default_value_t = 5000)]
+    pub hot_start_timeout_msecs: u64,
+    /// Longest wait of a call for an instance or memory, in ms (then 503).
+    #[arg(long, env = ENV_MAX_QUEUE_WAIT_MSECS, default_value_t = 30_000)]
+    pub max_queue_wait_msecs: u64,
+    /// Memory for instances in bytes [default: detected, cgroup-aware].
+    #[arg(long, env = ENV_MAX_TOTAL_MEMORY_BYTES)]
+    pub max_total_memory_bytes: Option<u64>,
+    /// Directory for the instances' iofs directories [default: the temp dir].
+    #[arg(long, env = ENV_IOFS_PATH)]
+    pub iofs_path: Option<PathBuf>,
+    /// Largest function response body in bytes (0 = no limit).
+    #[arg(long, env = ENV_MAX_RESPONSE_SIZE, default_value_t = 0)]
+    pub max_response_size: u64,
+    /// Largest function response head in bytes (0 = 10 MiB).
+    #[arg(long, env = ENV_MAX_HDR_RESPONSE_SIZE, default_value_t = 0)]
+    pub max_hdr_response_size: usize,
+    /// Log kept per call, in bytes.
+    #[arg(long, env = ENV_MAX_LOG_SIZE_BYTES, default_value_t = 1024 * 1024)]
+    pub max_log_size_bytes: usize,
+    /// Don't echo function output into the server log (at debug level).
+    #[arg(long, env = ENV_DISABLE_DEBUG_USER_LOGS, default_value_t = false)]
+    pub disable_debug_user_logs: bool,
+    /// Call records kept per fn.
+    #[arg(long, env = ENV_MAX_CALLS_PER_FN, default_value_t = 1000)]
+    pub max_calls_per_fn: u32,
+    /// Process sandbox: auto (bwrap when installed, else none with a
+    /// warning), bwrap (required), none.
+    #[arg(long, env = fnrs_driver_process::ENV_SANDBOX, default_value = "auto")]
+    pub process_sandbox: SandboxMode,
+    /// Network of sandboxed processes: shared (the host's) or none.
+    #[arg(long, env = fnrs_driver_process::ENV_NETWORK, default_value = "shared")]
+    pub process_network: NetworkMode,
+    /// Directories allowed as `file://` images (colon-separated) [default: any].
+    #[arg(long, env = fnrs_driver_process::ENV_ROOTS)]
+    pub process_roots: Option<String>,
+    /// Extra host paths visible read-only to sandboxed functions (colon-separated).
+    #[arg(long, env = fnrs_driver_process::ENV_RO_PATHS)]
+    pub process_ro_paths: Option<String>,
+    /// Most processes in one instance.
+    #[arg(long, env = fnrs_driver_process::ENV_MAX_PIDS, default_value_t = 50)]
+    pub max_pids: u32,
+    /// Size of a sandboxed function's /tmp in MiB (0 = the fn's memory).
+    #[arg(long, env = fnrs_driver_process::ENV_TMP_SIZE_MB, default_value_t = 0)]
+    pub process_tmp_size_mb: u64,
+    /// User id functions run as.
+    #[arg(long, env = fnrs_driver_process::ENV_UID, default_value_t = 65534)]
+    pub process_uid: u32,
+    /// Group id functions run as.
+    #[arg(long, env = fnrs_driver_process::ENV_GID, default_value_t = 65534)]
+    pub process_gid: u32,
+}
+
+impl AgentArgs {
+    fn iofs_path(&self) -> PathBuf {
+        self.iofs_path.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
+    fn agent_config(&self, max_request_size: u64, server_id: &str) -> AgentConfig {
+        AgentConfig {
+            hot_start_timeout: Duration::from_millis(self.hot_start_timeout_msecs),
+            max_queue_wait: Duration::from_millis(self.max_queue_wait_msecs),
+            max_total_memory: self.max_total_memory_bytes,
+            iofs_path: self.iofs_path(),
+            max_response_size: self.max_response_size,
+            max_hdr_response_size: self.max_hdr_response_size,
+            max_log_size: self.max_log_size_bytes,
+            disable_debug_user_logs: self.disable_debug_user_logs,
+            max_calls_per_fn: self.max_calls_per_fn,
+            max_request_size,
+            server_id: Some(server_id.to_string()),
+        }
+    }
+
+    fn process_config(&self, cgroup_parent: String) -> ProcessDriverConfig {
+        let list = |s: &Option<String>| {
+            s.as_deref()
+                .map(fnrs_driver_process::parse_path_list)
+                .unwrap_or_default()
+        };
+        ProcessDriverConfig {
+            sandbox: self.process_sandbox,
+            network: self.process_network,
+            roots: list(&self.process_roots),
+            ro_paths: list(&self.process_ro_paths),
+            max_pids: self.max_pids,
+            tmp_size_mb: self.process_tmp_size_mb,
+            uid: self.process_uid,
+            gid: self.process_gid,
+            cgroup_parent,
+            ..ProcessDriverConfig::default()
+        }
+    }
+}
+
+/// The parent cgroup (below each controller) under which all servers'
+/// instance cgroups live; each server has `fnrs/<server id>`.
+const CGROUP_ROOT: &str = "fnrs";
+
+/// Start the agent with its drivers, and clean what crashed servers left.
+pub async fn start_agent(
+    args: &AgentArgs,
+    max_request_size: u64,
+    store: Arc<dyn Datastore>,
+) -> anyhow::Result<Arc<Agent>> {
+    let server_id = fnrs_model::new_id();
+    let process = ProcessDriver::new(args.process_config(format!("{CGROUP_ROOT}/{server_id}")))
+        .map_err(|e| anyhow::anyhow!("process driver: {e}"))?;
+    let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(process)];
+    let agent = Agent::start(
+        args.agent_config(max_request_size, &server_id),
+        store,
+        drivers,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    clean_dead_servers(args, &server_id).await;
+    match agent.resume_pending().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            calls = n,
+            "resuming detached calls accepted before a restart"
+        ),
+        Err(e) => tracing::error!(error = %e, "reading pending detached calls failed"),
+    }
+    Ok(agent)
+}
+
+/// Remove the instance cgroups of servers that are not running any more
+/// (their iofs lock is free), killing what is left in them.
+async fn clean_dead_servers(args: &AgentArgs, me: &str) {
+    let iofs = args.iofs_path();
+    let mut dead = std::collections::BTreeSet::new();
+    for dir in cgroup_roots() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if e.path().is_dir() && name != me && !fnrs_agent::server_is_live(&iofs, &name) {
+                dead.insert(name);
+            }
+        }
+    }
+    for id in dead {
+        let mut config = args.process_config(format!("{CGROUP_ROOT}/{id}"));
+        // Only the cgroup part is used; never fail on a missing sandbox here.
+        config.sandbox = SandboxMode::None;
+        if let Ok(d) = ProcessDriver::new(config)
+            && let Err(e) = d.cleanup_leftovers().await
+        {
+            tracing::warn!(server = %id, error = %e, "cleaning a stopped server's cgroups failed");
+        }
+        for dir in cgroup_roots() {
+            let _ = std::fs::remove_dir(dir.join(&id));
+        }
+        tracing::info!(server = %id, "removed instance cgroups of a stopped server");
+    }
+}
+
+/// `/sys/fs/cgroup/<controller>/fnrs` (v1) and `/sys/fs/cgroup/fnrs` (v2).
+fn cgroup_roots() -> Vec<PathBuf> {
+    let base = std::path::Path::new("/sys/fs/cgroup");
+    let mut out = vec![base.join(CGROUP_ROOT)];
+    if let Ok(rd) = std::fs::read_dir(base) {
+        for e in rd.flatten() {
+            out.push(e.path().join(CGROUP_ROOT));
+        }
+    }
+    out.retain(|p| p.is_dir());
+    out
+}
+
+/// Lets the API call through the local agent.
+pub struct AgentInvoker(pub Arc<Agent>);
+
+#[async_trait]
+impl Invoker for AgentInvoker {
+    async fn invoke(&self, req: InvokeRequest) -> Result<http::Response<BoxBody>, InvokeError> {
+        let call = InvokeCall {
+            app: req.app,
+            func: req.func,
+            trigger: req.trigger,
+            method: req.method,
+            url: req.url,
+            headers: req.headers,
+            body: req.body,
+            detached: req.detached,
+        };
+        self.0.invoke(call).await.map_err(|e| InvokeError {
+            call_id: e.call_id,
+            error: e.error,
+        })
+    }
+
+    async fn health(&self) -> serde_json::Value {
+        self.0.health().await
+    }
+}
+
+/// The invoke path's lookups, from the read cache.
+pub struct CacheLookup<S>(pub Arc<CachedStore<S>>);
+
+#[async_trait]
+impl<S: Datastore> Lookup for CacheLookup<S> {
+    async fn app(&self, app_id: &str) -> Result<Arc<App>, Error> {
+        self.0.cached_app(app_id).await
+    }
+    async fn app_by_name(&self, name: &str) -> Result<Arc<App>, Error> {
+        self.0.cached_app_by_name(name).await
+    }
+    async fn func(&self, fn_id: &str) -> Result<Arc<Fn>, Error> {
+        self.0.cached_fn(fn_id).await
+    }
+    async fn http_trigger(&self, app_id: &str, source: &str) -> Result<Arc<Trigger>, Error> {
+        self.0
+            .cached_trigger_by_source(app_id, "http", source)
+            .await
+    }
+}
+
+/// Shared by serve's wiring: wrap the store in the read cache.
+pub fn cached(store: Arc<dyn Datastore>) -> (Arc<dyn Datastore>, Arc<dyn Lookup>) {
+    let cache = Arc::new(CachedStore::new(store));
+    (cache.clone(), Arc::new(CacheLookup(cache)))
+}

@@ -40,7 +40,7 @@ pub use headers::{
     go_canonical_header_key, is_cloudevent_request, sniff_content_type, strip_hop_by_hop,
     unwrap_gateway_response, wrap_gateway_request,
 };
-pub use json::{JsonReply, parse_json_reply};
+pub use json::{JsonReply, JsonScanner, ReplyProtocol, Scan, parse_json_reply};
 pub use stdio::StdioConn;
 pub use stream::HttpStreamConn;
 

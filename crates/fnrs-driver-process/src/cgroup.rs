@@ -395,7 +395,8 @@ impl InstanceCgroup {
         let mut last = Ok(());
         for d in self.dirs.iter().rev() {
             let mut res = Ok(());
-            for _ in 0..100 {
+            // Short sleeps first (usually one is enough), about a second in all.
+            for i in 0..120u64 {
                 res = match std::fs::remove_dir(d) {
                     Ok(()) => Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -404,7 +405,7 @@ impl InstanceCgroup {
                 if res.is_ok() {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_micros(100 * (i + 1).min(100)));
             }
             if res.is_err() {
                 last = res;

@@ -1,0 +1,189 @@
+//! §2.1: common conventions.
+
+use fnrs_testkit::server::ServerOptions;
+use serde_json::json;
+
+use crate::both;
+use crate::common::*;
+
+async fn root_and_version(b: Backend) {
+    let s = Srv::start(b).await;
+    let r = s.raw("GET", "/", "").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"goto":"https://github.com/fnproject/fn","hello":"world!"}"#
+    );
+    let r = s.raw("GET", "/version", "").await;
+    assert_eq!(r.text().await.unwrap(), r#"{"version":"0.3.753"}"#);
+}
+
+async fn unknown_path_is_404(b: Backend) {
+    let s = Srv::start(b).await;
+    let r = s.raw("GET", "/v2/nothing%20here", "").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(
+        r.text().await.unwrap(),
+        "{\"message\":\"Path not found: GET /v2/nothing here\"}\n"
+    );
+    err(
+        s.post("/v3/apps", json!({})).await,
+        404,
+        "Path not found: POST /v3/apps",
+    );
+}
+
+async fn wrong_method_is_405(b: Backend) {
+    let s = Srv::start(b).await;
+    err(
+        s.delete("/v2/apps").await,
+        405,
+        "Method not allowed: DELETE /v2/apps",
+    );
+    err(
+        s.post("/v2/fns/xyz", json!({})).await,
+        405,
+        "Method not allowed: POST /v2/fns/xyz",
+    );
+    err(
+        s.get("/invoke/xyz").await,
+        405,
+        "Method not allowed: GET /invoke/xyz",
+    );
+}
+
+async fn invalid_json_is_400(b: Backend) {
+    let s = Srv::start(b).await;
+    let (a, f, t) = s.app_fn_trigger().await;
+    let cases = [
+        ("POST", "/v2/apps".to_owned(), "{"),
+        ("POST", "/v2/apps".to_owned(), ""),
+        ("POST", "/v2/apps".to_owned(), r#"{"name": 5}"#),
+        (
+            "POST",
+            "/v2/apps".to_owned(),
+            r#"{"name":"x","config":{"a":1}}"#,
+        ),
+        (
+            "POST",
+            "/v2/apps".to_owned(),
+            r#"{"name":"x","created_at":"yesterday"}"#,
+        ),
+        ("PUT", format!("/v2/apps/{a}"), "[1,2]"),
+        ("POST", "/v2/fns".to_owned(), r#"{"memory": -1}"#),
+        ("POST", "/v2/fns".to_owned(), r#"{"timeout": 1.5}"#),
+        ("PUT", format!("/v2/fns/{f}"), r#"{"timeout": 99999999999}"#),
+        ("POST", "/v2/triggers".to_owned(), "not json"),
+        ("PUT", format!("/v2/triggers/{t}"), r#"{"name": ["x"]}"#),
+    ];
+    for (m, p, body) in cases {
+        let r = s.raw(m, &p, body).await;
+        assert_eq!(r.status(), 400, "{m} {p} {body}");
+        assert_eq!(
+            r.text().await.unwrap(),
+            "{\"message\":\"Invalid JSON\"}\n",
+            "{m} {p} {body}"
+        );
+    }
+}
+
+async fn body_over_max_request_size_is_413(b: Backend) {
+    let s = Srv::start_with(b, ServerOptions::default().env("FN_MAX_REQUEST_SIZE", "64")).await;
+    let big = format!(r#"{{"name":"a","config":{{"k":"{}"}}}}"#, "x".repeat(100));
+    let r = s.raw("POST", "/v2/apps", &big).await;
+    assert_eq!(r.status(), 413);
+    let want = format!(
+        "{{\"message\":\"Content-Length too large for this server, {} \\u003e max 64\"}}\n",
+        big.len()
+    );
+    assert_eq!(r.text().await.unwrap(), want);
+    // Without a Content-Length (chunked), the body is cut at the limit.
+    let stream = futures_body(big.clone());
+    let r = s
+        .http
+        .post(s.url("/v2/apps"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "{\"message\":\"Request content too large\"}\n"
+    );
+    // Small bodies pass.
+    assert_eq!(s.post("/v2/apps", json!({"name": "ok"})).await.0, 200);
+}
+
+fn futures_body(s: String) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        s.into_bytes().chunks(16).map(|c| Ok(c.to_vec())).collect();
+    futures::stream::iter(chunks)
+}
+
+async fn ids_and_timestamps(b: Backend) {
+    let s = Srv::start(b).await;
+    let mut prev = String::new();
+    for i in 0..5 {
+        let app = s.app(&format!("app{i}")).await;
+        let id = id(&app);
+        assert_eq!(id.len(), 26);
+        assert!(
+            id.chars()
+                .all(|c| "0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(c))
+        );
+        assert!(id > prev, "ids sort by creation time");
+        prev = id;
+        for k in ["created_at", "updated_at"] {
+            let t = app[k].as_str().unwrap();
+            // 2019-04-11T08:42:42.836Z
+            assert_eq!(t.len(), 24, "{t}");
+            assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
+        }
+        assert_eq!(app["created_at"], app["updated_at"]);
+    }
+}
+
+async fn health_and_metrics(b: Backend) {
+    let s = Srv::start(b).await;
+    let (st, v) = s.get("/health").await;
+    assert_eq!(st, 200);
+    assert_eq!(v["status"], "ok");
+    assert!(v.get("invoker").is_some());
+    let r = s.raw("GET", "/metrics", "").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+}
+
+async fn invoke_and_trigger_lookups(b: Backend) {
+    let s = Srv::start(b).await;
+    s.app_fn_trigger().await;
+    err(s.post("/invoke/NOPE", json!({})).await, 404, "Fn not found");
+    err(s.get("/t/nope/t").await, 404, "App not found");
+    err(s.get("/t/a/other").await, 404, "Trigger not found");
+    err(s.get("/t/a").await, 404, "Trigger not found");
+}
+
+both!(
+    root_and_version,
+    unknown_path_is_404,
+    wrong_method_is_405,
+    invalid_json_is_400,
+    body_over_max_request_size_is_413,
+    ids_and_timestamps,
+    health_and_metrics,
+    invoke_and_trigger_lookups,
+);

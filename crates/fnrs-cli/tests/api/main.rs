@@ -1,0 +1,11 @@
+//! Black-box tests of `fnrs serve` over real HTTP, on SQLite and PostgreSQL:
+//! every rule and message of Fn's v2 API (spec §2.1–2.3), the requests of
+//! Fn's own CLI, the OpenAPI document, durability, and the `fnrs` client.
+
+mod common;
+
+mod apps;
+mod fns;
+mod general;
+mod pagination;
+mod triggers;

@@ -104,6 +104,18 @@ impl Cgroups {
     /// relative path such as `fnrs`). v1 wins when a v1 memory hierarchy is
     /// mounted (hybrid systems); v2 is used when its root offers `memory`.
     pub(crate) fn setup(parent: &str) -> Result<Cgroups, String> {
+        Self::open(parent, true)
+    }
+
+    /// The parent cgroups if they exist, without creating anything (for
+    /// cleaning up another server's tree).
+    pub(crate) fn existing(parent: &str) -> Result<Cgroups, String> {
+        let mut c = Self::open(parent, false)?;
+        c.parents.retain(|p| p.is_dir());
+        Ok(c)
+    }
+
+    fn open(parent: &str, create: bool) -> Result<Cgroups, String> {
         let rel = Path::new(parent.trim_matches('/'));
         if rel.as_os_str().is_empty()
             || rel
@@ -118,7 +130,7 @@ impl Cgroups {
             if let Some(pids) = mounts.v1_pids {
                 parents.push(pids.join(rel));
             }
-            for p in &parents {
+            for p in parents.iter().filter(|_| create) {
                 std::fs::create_dir_all(p)
                     .map_err(|e| format!("cannot create cgroup {}: {e}", p.display()))?;
             }
@@ -137,6 +149,12 @@ impl Cgroups {
                 ));
             }
             let parent = root.join(rel);
+            if !create {
+                return Ok(Cgroups {
+                    version: CgroupVersion::V2,
+                    parents: vec![parent],
+                });
+            }
             std::fs::create_dir_all(&parent)
                 .map_err(|e| format!("cannot create cgroup {}: {e}", parent.display()))?;
             // Enable memory and pids for the children of every level down to
@@ -168,6 +186,18 @@ impl Cgroups {
     /// The parent cgroup directories.
     pub(crate) fn parents(&self) -> &[PathBuf] {
         &self.parents
+    }
+
+    /// Remove the (empty) parent directories, deepest first.
+    pub(crate) fn remove_parents(&self) -> io::Result<()> {
+        let mut last = Ok(());
+        for p in &self.parents {
+            match std::fs::remove_dir(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => last = Err(e),
+                _ => {}
+            }
+        }
+        last
     }
 
     /// Create the cgroup(s) of one instance with its limits. `memory_mb` 0

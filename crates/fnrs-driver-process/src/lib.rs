@@ -682,6 +682,25 @@ impl ProcessDriver {
     }
 }
 
+/// Kill everything in every instance cgroup under `parent` (a parent as in
+/// [`ProcessDriverConfig::cgroup_parent`], e.g. another, dead server's), remove
+/// those cgroups and then the parent itself. Creates nothing; a missing
+/// parent is not an error. Returns how many instance cgroups were removed.
+/// For a server's own parent use [`Driver::cleanup_leftovers`] instead.
+pub async fn cleanup_cgroup_parent(parent: &str) -> Result<usize, DriverError> {
+    let parent = parent.to_string();
+    tokio::task::spawn_blocking(move || {
+        let cg = cgroup::Cgroups::existing(&parent).map_err(DriverError::Internal)?;
+        let removed = cg.cleanup_all();
+        cg.remove_parents().map_err(|e| {
+            DriverError::Internal(format!("cannot remove cgroup parent {parent}: {e}"))
+        })?;
+        Ok(removed)
+    })
+    .await
+    .map_err(|e| DriverError::Internal(format!("cgroup cleanup failed: {e}")))?
+}
+
 /// Run `bwrap <base args> [--seccomp FD] [--size 1M] --tmpfs /tmp -- true`
 /// once, as the sandbox user.
 fn probe_bwrap(

@@ -618,3 +618,47 @@ async fn without_seccomp_the_filtered_call_works() {
     assert_eq!(exit.code, 0, "{err}");
     assert_eq!(out, "Seccomp:0\nkeyctl_ok=1\n", "{err}");
 }
+
+#[tokio::test]
+async fn a_dead_servers_cgroup_parent_is_removed_whole() {
+    let parent = "fnrs-test-pd-dead-server/01DEADSERVER";
+    // The dead server's tree, made by a driver of its own, with a live
+    // leftover instance.
+    let d = ProcessDriver::new(ProcessDriverConfig {
+        cgroup_parent: parent.to_string(),
+        ..config("unused")
+    })
+    .expect("driver");
+    let parents = d.cgroup_parents();
+    let f = script_fn("echo ready; exec sleep 1000");
+    let mut inst = d.start(spec(f.path(), 64)).await.expect("start");
+    let mut io = inst.take_io().unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut io.stdout)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let pids: Vec<i32> = std::fs::read_to_string(parents[0].join(inst.id()).join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(!pids.is_empty());
+    let removed = fnrs_driver_process::cleanup_cgroup_parent(parent)
+        .await
+        .expect("cleanup");
+    assert_eq!(removed, 1);
+    assert!(pids.iter().all(|p| !alive(*p)));
+    assert!(parents.iter().all(|p| !exists(p)), "{parents:?}");
+    assert_eq!(inst.wait().await.code, 137);
+    // Nothing there any more: not an error.
+    assert_eq!(
+        fnrs_driver_process::cleanup_cgroup_parent(parent)
+            .await
+            .unwrap(),
+        0
+    );
+    for p in &parents {
+        let _ = std::fs::remove_dir(p.parent().unwrap());
+    }
+}

@@ -112,6 +112,10 @@ impl StdioConn {
     /// One call: write the request, read the answer (bounded by
     /// `req.timeout`). `json` and `cloudevent` answers are whole when this
     /// returns (`done` already resolved); an `http` body streams.
+    ///
+    /// If the returned future is dropped before it completes, the instance is
+    /// out of step with its pipes: every later call fails at once
+    /// (`instance_ok: false`), so the agent should end it.
     pub async fn call(&mut self, req: CallRequest) -> Result<CallHandle, ProtocolError> {
         let deadline = Instant::now() + req.timeout;
         let Some(mut reader) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() else {

@@ -146,11 +146,14 @@ impl HttpStreamConn {
             ..
         } = req;
         hdr::strip_hop_by_hop(&mut headers);
+        // Go keeps Host out of its header map; the socket's Host is ours.
         headers.remove(header::HOST);
-        headers.remove(header::CONTENT_LENGTH);
         let mut headers = if gateway {
+            // The client's Content-Length travels as Fn-Http-H-Content-Length.
             hdr::wrap_gateway_request(headers, &method, &url)
         } else {
+            // Framing is hyper's, from the body's size.
+            headers.remove(header::CONTENT_LENGTH);
             headers
         };
         headers.insert(header::HOST, HeaderValue::from_static("localhost"));
@@ -181,6 +184,7 @@ impl HttpStreamConn {
             return Err(ProtocolError::receive("connection lost"));
         };
         let shared = link.shared.clone();
+        let conn_task_gone = link.task.is_finished();
 
         match resp.status().as_u16() {
             200 => {}
@@ -253,6 +257,15 @@ impl HttpStreamConn {
 
         let (tx, rx) = oneshot::channel();
         shared.arm(deadline, tx);
+        if conn_task_gone {
+            // The connection already ended (the whole body is buffered in
+            // hyper): its task cannot enforce the deadline any more.
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                shared.fire_timeout();
+            });
+        }
         let body = ResponseBody {
             inner: incoming,
             shared,

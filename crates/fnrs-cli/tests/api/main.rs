@@ -5,6 +5,8 @@
 mod common;
 
 mod apps;
+mod durability;
+mod fncli;
 mod fns;
 mod general;
 mod pagination;

@@ -420,7 +420,8 @@ impl InstanceCgroup {
     }
 
     /// Remove the directories, retrying while the kernel still counts exiting
-    /// tasks (EBUSY), about one second at most.
+    /// tasks (EBUSY) and killing whatever is (still or newly) in them, about
+    /// one second at most.
     pub(crate) fn remove(&self) -> io::Result<()> {
         let mut last = Ok(());
         for d in self.dirs.iter().rev() {
@@ -435,6 +436,9 @@ impl InstanceCgroup {
                 if res.is_ok() {
                     break;
                 }
+                // A process may have joined after the last kill (a start
+                // being cancelled races with its own fork).
+                self.kill_once();
                 std::thread::sleep(Duration::from_micros(100 * (i + 1).min(100)));
             }
             if res.is_err() {

@@ -796,22 +796,23 @@ impl Driver for ProcessDriver {
         }
 
         let cg = match &self.cgroups {
-            Some(c) => Some(
+            Some(c) => Some(Arc::new(
                 c.create(&spec.id, spec.memory_mb, self.config.max_pids)
                     .map_err(|e| {
                         DriverError::Internal(format!("cannot create cgroup for {}: {e}", spec.id))
                     })?,
-            ),
+            )),
             None => None,
         };
+        // Removes the cgroup (and whatever got into it) on every way out of
+        // here but success, including this future being dropped.
+        let mut guard = CgroupGuard(cg.clone());
 
         let seccomp_fd = match (&self.bwrap, &self.seccomp) {
             (Some(_), Some(p)) => match seccomp::program_fd(p) {
                 Ok(fd) => Some(fd),
                 Err(e) => {
-                    if let Some(cg) = &cg {
-                        let _ = cg.remove();
-                    }
+                    guard.cleanup_now();
                     return Err(DriverError::Internal(format!("seccomp pipe: {e}")));
                 }
             },
@@ -854,7 +855,7 @@ impl Driver for ProcessDriver {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        let setup = self.child_setup(cg.as_ref(), raw_seccomp_fd);
+        let setup = self.child_setup(cg.as_deref(), raw_seccomp_fd);
         // SAFETY: ChildSetup::apply only makes async-signal-safe system calls
         // on memory prepared before the fork.
         unsafe {
@@ -875,10 +876,7 @@ impl Driver for ProcessDriver {
                     Some(Err(e)) => e.to_string(),
                     _ => "spawner failed".to_string(),
                 };
-                if let Some(cg) = &cg {
-                    let _ = cg.kill_all(Vec::new());
-                    let _ = cg.remove();
-                }
+                guard.cleanup_now();
                 return Err(DriverError::Internal(format!(
                     "cannot start {}: {e}",
                     argv[0]
@@ -896,10 +894,17 @@ impl Driver for ProcessDriver {
         let pid = child.id().unwrap_or(0) as i32;
         tracing::debug!(instance = %spec.id, pid, dir = %dir.display(), "process instance started");
 
-        let cg = cg.map(Arc::new);
+        guard.0 = None;
         let kill = Arc::new(Notify::new());
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(reap(child, cg.clone(), kill.clone(), tx, spec.id.clone()));
+        tokio::spawn(reap(
+            child,
+            pid,
+            cg.clone(),
+            kill.clone(),
+            tx,
+            spec.id.clone(),
+        ));
         Ok(Box::new(ProcessInstance {
             id: spec.id,
             io: std::sync::Mutex::new(Some(io)),
@@ -941,10 +946,42 @@ impl Driver for ProcessDriver {
     }
 }
 
+/// Removes an instance cgroup unless disarmed (`.0 = None`).
+struct CgroupGuard(Option<Arc<cgroup::InstanceCgroup>>);
+
+impl CgroupGuard {
+    /// Clean up now, on this thread (quick when nothing runs in it).
+    fn cleanup_now(&mut self) {
+        if let Some(cg) = self.0.take() {
+            let _ = cg.kill_all(Vec::new());
+            let _ = cg.remove();
+        }
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let Some(cg) = self.0.take() else {
+            return;
+        };
+        let work = move || {
+            let _ = cg.kill_all(Vec::new());
+            let _ = cg.remove();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(work);
+            }
+            Err(_) => work(),
+        }
+    }
+}
+
 /// Waits for the child, then collects the OOM flag, kills whatever is left
 /// in the cgroup, removes it and publishes the exit.
 async fn reap(
     mut child: tokio::process::Child,
+    pgid: i32,
     cg: Option<Arc<cgroup::InstanceCgroup>>,
     kill: Arc<Notify>,
     tx: watch::Sender<Option<ExitInfo>>,
@@ -959,6 +996,11 @@ async fn reap(
             if let Some(cg) = &cg {
                 seen = cg.pids();
                 cg.kill_once();
+            } else if pgid > 0 {
+                // SAFETY: kill(2) has no memory-safety requirements.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
             }
             child.wait().await
         }
@@ -996,11 +1038,12 @@ async fn reap(
             }
             Err(e) => tracing::warn!(instance = %id2, error = %e, "cgroup cleanup failed"),
         }
-    } else if let Some(pid) = child.id() {
-        // Without a cgroup: the process group (unsandboxed mode).
+    } else if pgid > 0 {
+        // Without a cgroup: the child's process group (what an unsandboxed
+        // function left, or a sandbox child caught mid-setup).
         // SAFETY: kill(2) has no memory-safety requirements.
         unsafe {
-            libc::kill(-(pid as i32), libc::SIGKILL);
+            libc::kill(-pgid, libc::SIGKILL);
         }
     }
     let info = ExitInfo { code, oom_killed };

@@ -662,3 +662,52 @@ async fn a_dead_servers_cgroup_parent_is_removed_whole() {
         let _ = std::fs::remove_dir(p.parent().unwrap());
     }
 }
+
+#[tokio::test]
+async fn a_cancelled_start_leaves_nothing() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let (driver, _g) = driver(config("a_cancelled_start_leaves_nothing"));
+    // A sleep length no other test uses, to find survivors by.
+    let f = script_fn("exec sleep 987654");
+    // The spawner thread may win the race and finish the start before the
+    // caller gives up: try a few times, every outcome must leave nothing,
+    // and at least one must be a real cancellation.
+    let mut cancelled = 0;
+    for _ in 0..10 {
+        let s = spec(f.path(), 64);
+        let dirs = cgroup_dirs(&driver, &s.id);
+        {
+            let mut fut = Box::pin(driver.start(s));
+            // One poll runs start() up to the spawn; then the caller gives up.
+            match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Pending => {
+                    cancelled += 1;
+                    assert!(dirs.iter().all(exists), "the cgroup exists mid-start");
+                }
+                Poll::Ready(r) => drop(r.expect("start")),
+            }
+        }
+        // Bounded poll: the cgroup and anything that got into it go away.
+        for _ in 0..500 {
+            if dirs.iter().all(|d| !exists(d)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(dirs.iter().all(|d| !exists(d)), "{dirs:?}");
+    }
+    assert!(cancelled > 0, "no start was ever cancelled mid-way");
+    // No sandboxed sleep survived.
+    for _ in 0..500 {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "-x", "sleep 987654"])
+            .output()
+            .unwrap();
+        if out.stdout.is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("a sandboxed sleep survived a cancelled start");
+}

@@ -9,5 +9,6 @@ mod durability;
 mod fncli;
 mod fns;
 mod general;
+mod openapi;
 mod pagination;
 mod triggers;

@@ -38,7 +38,8 @@
 //!   bwrap): the same process model (uid switch when the server is root, no
 //!   new privileges, death with the server, cgroup limits), but with the
 //!   host's whole file system and the function directory as working
-//!   directory; the iofs directory cannot be remapped, so
+//!   directory (command words starting with `/function/` are rewritten to
+//!   it); the iofs directory cannot be remapped, so
 //!   [`Driver::iofs_mount`] returns the host directory. `health()` then carries
 //!   `"unsandboxed": true` and a warning.
 //!
@@ -831,6 +832,16 @@ impl Driver for ProcessDriver {
                 c
             }
             None => {
+                // Unsandboxed there is no /function: words naming a path in
+                // it (Fn's `/function/func.py`) name the host directory.
+                let argv: Vec<String> = argv
+                    .iter()
+                    .map(|a| match a.strip_prefix(FUNCTION_MOUNT) {
+                        Some("") => dir.display().to_string(),
+                        Some(rest) if rest.starts_with('/') => format!("{}{rest}", dir.display()),
+                        _ => a.clone(),
+                    })
+                    .collect();
                 let prog = Path::new(&argv[0]);
                 let prog = if prog.is_relative() && argv[0].contains('/') {
                     dir.join(prog)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use fnrs_driver::{Driver, IOFS_MOUNT};
-use fnrs_driver_process::ProcessDriverConfig;
+use fnrs_driver_process::{ProcessDriver, ProcessDriverConfig, SandboxMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FUNC_PY: &str = r#"import io, json
@@ -48,6 +48,23 @@ async fn python_fdk_listens_inside_the_sandbox() {
         ro_paths: vec![venv.clone()],
         ..config("python_fdk_listens_inside_the_sandbox")
     });
+    assert!(driver.sandboxed());
+    serve_one_call(&driver, &venv).await;
+}
+
+/// Unsandboxed, the FDK is told the host path of the iofs directory.
+#[tokio::test]
+async fn python_fdk_listens_unsandboxed() {
+    let venv = venv();
+    let (driver, _g) = driver(ProcessDriverConfig {
+        sandbox: SandboxMode::None,
+        ..config("python_fdk_listens_unsandboxed")
+    });
+    assert!(!driver.sandboxed());
+    serve_one_call(&driver, &venv).await;
+}
+
+async fn serve_one_call(driver: &ProcessDriver, venv: &std::path::Path) {
     let f = open_tempdir(0o755);
     std::fs::write(f.path().join("func.py"), FUNC_PY).unwrap();
     std::fs::write(
@@ -63,7 +80,14 @@ async fn python_fdk_listens_inside_the_sandbox() {
     let mut spec = spec(f.path(), 128);
     spec.iofs_dir = Some(iofs.path().to_path_buf());
     let listener = format!("unix:{}/lsnr.sock", driver.iofs_mount(iofs.path()));
-    assert_eq!(listener, format!("unix:{IOFS_MOUNT}/lsnr.sock"));
+    if driver.sandboxed() {
+        assert_eq!(listener, format!("unix:{IOFS_MOUNT}/lsnr.sock"));
+    } else {
+        assert_eq!(
+            listener,
+            format!("unix:{}/lsnr.sock", iofs.path().display())
+        );
+    }
     spec.env = vec![
         ("FN_FORMAT".into(), "http-stream".into()),
         ("FN_LISTENER".into(), listener),
@@ -75,15 +99,20 @@ async fn python_fdk_listens_inside_the_sandbox() {
     let mut inst = driver.start(spec).await.expect("start");
     let mut io = inst.take_io().unwrap();
     let sock = iofs.path().join("lsnr.sock");
-    // Bounded wait for the FDK's readiness symlink.
-    let mut ready = false;
-    for _ in 0..600 {
-        if std::fs::symlink_metadata(&sock).is_ok() {
-            ready = true;
-            break;
+    // Bounded wait for the FDK's readiness symlink (or its early exit).
+    let appeared = async {
+        for _ in 0..600 {
+            if std::fs::symlink_metadata(&sock).is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        false
+    };
+    let ready = tokio::select! {
+        r = appeared => r,
+        _ = inst.wait() => std::fs::symlink_metadata(&sock).is_ok(),
+    };
     if !ready {
         inst.destroy().await;
         let mut err = String::new();

@@ -42,12 +42,17 @@
 //!   it); the iofs directory cannot be remapped, so
 //!   [`Driver::iofs_mount`] returns the host directory. `health()` then carries
 //!   `"unsandboxed": true` and a warning.
-//!
 //! - **Death with the server**: every instance is forked from one dedicated
 //!   thread that lives as long as the process, so bwrap's
 //!   `--die-with-parent` (`PR_SET_PDEATHSIG`, which is per *thread*) fires
 //!   only when the server dies. A crashed server's cgroups are emptied and
-//!   removed by [`Driver::cleanup_leftovers`] at the next start.
+//!   removed by [`Driver::cleanup_leftovers`] at the next start (or by
+//!   [`cleanup_cgroup_parent`] for another server's parent).
+//! - **Not supported**: CPU limits (Fn's master has none for fns either).
+//!   v2 is implemented but only checked against a plain directory here (this
+//!   machine has v1); under v2 the parent must be creatable with the memory
+//!   controller enabled (e.g. not inside a container whose cgroup root holds
+//!   the server itself), else the driver warns and runs without limits.
 //!
 //! The command is `entrypoint` split shell-like (quotes and backslashes group
 //! words, no expansions), then `cmd` split the same way — what Fn's CLI puts

@@ -700,11 +700,7 @@ async fn a_cancelled_start_leaves_nothing() {
     assert!(cancelled > 0, "no start was ever cancelled mid-way");
     // No sandboxed sleep survived.
     for _ in 0..500 {
-        let out = std::process::Command::new("pgrep")
-            .args(["-f", "-x", "sleep 987654"])
-            .output()
-            .unwrap();
-        if out.stdout.is_empty() {
+        if processes_running("sleep\0987654\0").is_empty() {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;

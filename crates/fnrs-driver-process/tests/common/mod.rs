@@ -136,3 +136,21 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Live (non-zombie) processes whose raw `/proc/<pid>/cmdline` is exactly
+/// `cmdline` (arguments NUL-terminated).
+pub fn processes_running(cmdline: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && c == cmdline.as_bytes()
+            && alive(pid)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}

@@ -5,6 +5,7 @@
 mod common;
 
 mod apps;
+mod cli;
 mod durability;
 mod fncli;
 mod fns;

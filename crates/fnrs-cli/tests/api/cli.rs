@@ -1,0 +1,266 @@
+//! The `fnrs` client commands against a running server (assert_cmd).
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Runs `fnrs ARGS` against the server; returns (success, stdout, stderr).
+async fn fnrs(s: &Srv, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let url = s.server.url();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let stdin = stdin.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::cargo_bin("fnrs").unwrap();
+        cmd.args(&args)
+            .env("FN_API_URL", url)
+            .timeout(std::time::Duration::from_secs(60));
+        cmd.write_stdin(stdin.unwrap_or_default());
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn json_of(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_apps_crud() {
+    let s = Srv::start(Backend::Sqlite).await;
+    let (ok, out, err) = fnrs(&s, &["apps", "create", "myapp", "--config", "A=1"], None).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("NAME") && out.contains("myapp"), "{out}");
+    let (ok, out, _) = fnrs(&s, &["apps", "list"], None).await;
+    assert!(ok && out.contains("myapp"), "{out}");
+    let (ok, out, _) = fnrs(&s, &["apps", "get", "myapp", "--json"], None).await;
+    assert!(ok);
+    let app = json_of(&out);
+    assert_eq!(app["config"]["A"], "1");
+    let (ok2, out2, _) = fnrs(
+        &s,
+        &[
+            "apps",
+            "update",
+            "myapp",
+            "--json",
+            "--config",
+            "A=",
+            "--config",
+            "B=2",
+            "--annotation",
+            "x={\"y\":1}",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok2, "{out2}");
+    let app = json_of(&out2);
+    assert_eq!(app["config"], serde_json::json!({"B": "2"}));
+    assert_eq!(app["annotations"]["x"], serde_json::json!({"y": 1}));
+    let (ok, out, _) = fnrs(&s, &["apps", "list", "--json"], None).await;
+    assert!(ok);
+    assert_eq!(json_of(&out).as_array().unwrap().len(), 1);
+    let (ok, _, err) = fnrs(&s, &["apps", "create", "myapp"], None).await;
+    assert!(!ok);
+    assert!(err.contains("App already exists"), "{err}");
+    let (ok, _, err) = fnrs(&s, &["apps", "delete", "myapp"], None).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = fnrs(&s, &["apps", "get", "myapp"], None).await;
+    assert!(!ok);
+    assert!(err.contains("App not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_fns_and_triggers() {
+    let s = Srv::start(Backend::Sqlite).await;
+    assert!(fnrs(&s, &["apps", "create", "a"], None).await.0);
+    let (ok, out, err) = fnrs(
+        &s,
+        &[
+            "fns", "create", "a", "f", "img:1", "--memory", "256", "--format", "json", "--json",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let f = json_of(&out);
+    assert_eq!(
+        (f["memory"].as_u64(), f["format"].as_str()),
+        (Some(256), Some("json"))
+    );
+    let (ok, out, _) = fnrs(&s, &["fns", "list", "a"], None).await;
+    assert!(
+        ok && out.contains("img:1") && out.contains("/invoke/"),
+        "{out}"
+    );
+    let (ok, out, _) = fnrs(
+        &s,
+        &[
+            "fns",
+            "update",
+            "a",
+            "f",
+            "--image",
+            "img:2",
+            "--timeout",
+            "60",
+            "--json",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok);
+    assert_eq!(json_of(&out)["image"], "img:2");
+    let (ok, out, _) = fnrs(&s, &["fns", "get", "a", "f", "--json"], None).await;
+    assert!(ok);
+    assert_eq!(json_of(&out)["timeout"], 60);
+
+    let (ok, out, err) = fnrs(
+        &s,
+        &[
+            "triggers", "create", "a", "f", "t", "--source", "/hello", "--json",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let t = json_of(&out);
+    assert_eq!(
+        t["annotations"]["fnproject.io/trigger/httpEndpoint"],
+        format!("{}/t/a/hello", s.server.url())
+    );
+    let (ok, out, _) = fnrs(&s, &["triggers", "list", "a", "--fn", "f"], None).await;
+    assert!(ok && out.contains("/hello"), "{out}");
+    let (ok, out, _) = fnrs(
+        &s,
+        &[
+            "triggers", "update", "a", "f", "t", "--source", "/bye", "--json",
+        ],
+        None,
+    )
+    .await;
+    assert!(ok);
+    assert_eq!(json_of(&out)["source"], "/bye");
+    let (ok, out, _) = fnrs(&s, &["triggers", "get", "a", "f", "t", "--json"], None).await;
+    assert!(ok);
+    assert_eq!(json_of(&out)["source"], "/bye");
+    assert!(
+        fnrs(&s, &["triggers", "delete", "a", "f", "t"], None)
+            .await
+            .0
+    );
+    let (ok, _, err) = fnrs(&s, &["triggers", "get", "a", "f", "t"], None).await;
+    assert!(!ok && err.contains("Trigger not found"), "{err}");
+    assert!(fnrs(&s, &["fns", "delete", "a", "f"], None).await.0);
+    let (ok, _, err) = fnrs(&s, &["fns", "get", "a", "f"], None).await;
+    assert!(!ok && err.contains("Fn not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_prints_fns_error_message_and_fails() {
+    let s = Srv::start(Backend::Sqlite).await;
+    assert!(fnrs(&s, &["apps", "create", "a"], None).await.0);
+    let (ok, out, err) = fnrs(&s, &["fns", "create", "a", "bad/name", "img"], None).await;
+    assert!(!ok);
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.trim(), "Error: name must be a valid string");
+    let (ok, _, err) = fnrs(
+        &s,
+        &["fns", "create", "a", "f", "img", "--timeout", "999"],
+        None,
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        "Error: timeout value is out of range, must be between 0 and 300"
+    );
+    // An unreachable server is an error too.
+    let out = tokio::task::spawn_blocking(|| {
+        Command::cargo_bin("fnrs")
+            .unwrap()
+            .args(["apps", "list", "--api-url", "http://127.0.0.1:9"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_deploy_creates_then_updates() {
+    let s = Srv::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("func.yaml"),
+        "schema_version: 20180708\nname: hello\nversion: 0.0.1\nruntime: python\nentrypoint: /python/bin/fdk func.py handler\nformat: http-stream\nmemory: 256\ntimeout: 20\nconfig:\n  GREETING: hi\ntriggers:\n- name: hello\n  type: http\n  source: /hello\n",
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap().to_owned();
+    let (ok, out, err) = fnrs(&s, &["deploy", &d, "--app", "demo"], None).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("{}/invoke/", s.server.url())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{}/t/demo/hello", s.server.url())),
+        "{out}"
+    );
+    let (ok, out, _) = fnrs(&s, &["fns", "get", "demo", "hello", "--json"], None).await;
+    assert!(ok);
+    let f = json_of(&out);
+    let canon = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(f["image"], format!("file://{}", canon.display()));
+    assert_eq!(
+        (f["memory"].as_u64(), f["timeout"].as_i64()),
+        (Some(256), Some(20))
+    );
+    assert_eq!(f["config"]["GREETING"], "hi");
+    // Deploying again updates in place.
+    std::fs::write(
+        dir.path().join("func.yaml"),
+        "name: hello\nentrypoint: ./run\nmemory: 512\ntriggers:\n- name: hello\n  type: http\n  source: /hi\n",
+    )
+    .unwrap();
+    let (ok, out, err) = fnrs(&s, &["deploy", &d, "--app", "demo", "--json"], None).await;
+    assert!(ok, "{err}");
+    let v = json_of(&out);
+    assert_eq!(v["fn_id"], f["id"]);
+    assert_eq!(
+        v["triggers"]["hello"],
+        format!("{}/t/demo/hi", s.server.url())
+    );
+    let (_, out, _) = fnrs(&s, &["fns", "get", "demo", "hello", "--json"], None).await;
+    assert_eq!(json_of(&out)["memory"], 512);
+    // A func.yaml without a command is refused.
+    std::fs::write(dir.path().join("func.yaml"), "name: hello\n").unwrap();
+    let (ok, _, err) = fnrs(&s, &["deploy", &d, "--app", "demo"], None).await;
+    assert!(!ok && err.contains("entrypoint or cmd"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_invoke_calls_logs_report_errors() {
+    let s = Srv::start(Backend::Sqlite).await;
+    assert!(fnrs(&s, &["apps", "create", "a"], None).await.0);
+    assert!(fnrs(&s, &["fns", "create", "a", "f", "img"], None).await.0);
+    let (ok, _, err) = fnrs(&s, &["invoke", "a", "nope"], Some("hi")).await;
+    assert!(!ok && err.contains("Fn not found"), "{err}");
+    let (ok, out, err) = fnrs(&s, &["calls", "a", "f"], None).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("ID") && out.contains("STATUS"), "{out}");
+    let (ok, out, _) = fnrs(&s, &["calls", "a", "f", "--json"], None).await;
+    assert!(ok);
+    assert_eq!(json_of(&out), serde_json::json!([]));
+    let (ok, _, err) = fnrs(&s, &["logs", "a", "f", "01NOPE"], None).await;
+    assert!(!ok && err.contains("Call not found"), "{err}");
+}

@@ -34,6 +34,8 @@ pub struct AgentConfig {
     /// This server run's id (labels, cgroup and iofs names); made up when
     /// `None`.
     pub server_id: Option<String>,
+    /// Where running servers keep their lock files (machine-wide).
+    pub lock_dir: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -50,6 +52,7 @@ impl Default for AgentConfig {
             max_calls_per_fn: 1000,
             max_request_size: 0,
             server_id: None,
+            lock_dir: crate::iofs::default_lock_dir(),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The iofs directories: one per http-stream instance, where the function
-//! creates `lsnr.sock` (spec §1.3.2–1.3.3).
+//! creates `lsnr.sock` (spec §1.3.2–1.3.3), and the server lock that tells
+//! live servers from crashed ones.
 //!
-//! Every server owns `<FN_IOFS_PATH>/fnrs/<server id>/` and holds an exclusive
-//! `flock` on `<server id>.lock` beside it for its whole life. At start, the
-//! directories of servers whose lock is free (they crashed) are removed; live
-//! servers sharing the same base are left alone.
+//! Every server holds an exclusive `flock` on `<lock dir>/<server id>.lock`
+//! for its whole life; the lock dir is machine-wide (`/run/fnrs` by default),
+//! because what servers leave behind (cgroups, containers) is too. Each server
+//! owns `<FN_IOFS_PATH>/fnrs/<server id>/`; at start, the directories of
+//! servers whose lock is free (they crashed) are removed.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -20,33 +22,87 @@ use tokio::time::Instant;
 /// The socket file name the function must create.
 pub(crate) const SOCKET_NAME: &str = "lsnr.sock";
 
+/// The machine-wide directory of server locks: `/run/fnrs` when it can be
+/// made, else `<temp dir>/fnrs-run`.
+pub fn default_lock_dir() -> PathBuf {
+    let run = Path::new("/run/fnrs");
+    if fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(run)
+        .is_ok()
+    {
+        run.to_path_buf()
+    } else {
+        std::env::temp_dir().join("fnrs-run")
+    }
+}
+
+/// Held by a running server: its lock file, locked.
+#[derive(Debug)]
+pub struct ServerLock {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl ServerLock {
+    /// Lock `<dir>/<server_id>.lock` (fails if another process holds it).
+    pub fn acquire(dir: &Path, server_id: &str) -> io::Result<Self> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
+        let path = dir.join(format!("{server_id}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| io::Error::from(e))?;
+        Ok(Self { path, _lock: lock })
+    }
+}
+
+impl Drop for ServerLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether the server `server_id` is running (holds its lock in `lock_dir`).
+/// Per-server leftovers (iofs dirs, cgroups, containers) are judged by this.
+pub fn server_is_live(lock_dir: &Path, server_id: &str) -> bool {
+    match OpenOptions::new()
+        .write(true)
+        .open(lock_dir.join(format!("{server_id}.lock")))
+    {
+        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err(),
+        Err(_) => false,
+    }
+}
+
 /// This server's iofs area.
 #[derive(Debug)]
 pub(crate) struct IofsRoot {
     dir: PathBuf,
-    _lock: Flock<File>,
 }
 
 impl IofsRoot {
-    /// Claim `<base>/fnrs/<server_id>` and remove what crashed servers left.
-    pub(crate) fn create(base: &Path, server_id: &str) -> io::Result<Self> {
+    /// Claim `<base>/fnrs/<server_id>` and remove what crashed servers left
+    /// (the caller holds this server's lock in `lock_dir`).
+    pub(crate) fn create(base: &Path, server_id: &str, lock_dir: &Path) -> io::Result<Self> {
         let parent = base.join("fnrs");
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&parent)?;
-        remove_stale(&parent);
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(parent.join(format!("{server_id}.lock")))?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| io::Error::from(e))?;
+        fs::set_permissions(&parent, fs::Permissions::from_mode(0o755))?;
+        remove_stale(&parent, server_id, lock_dir);
         let dir = parent.join(server_id);
         fs::DirBuilder::new().mode(0o755).create(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
-        Ok(Self { dir, _lock: lock })
+        Ok(Self { dir })
     }
 
     /// A fresh, empty, world-writable directory for one instance (the
@@ -65,39 +121,25 @@ impl IofsRoot {
         {
             tracing::warn!(dir = %self.dir.display(), error = %e, "removing iofs root failed");
         }
-        let _ = fs::remove_file(self.dir.with_extension("lock"));
-    }
-}
-
-/// Whether the server `server_id` that used `iofs_base` is running (holds its
-/// lock). Other per-server leftovers (cgroups, containers) are judged by this.
-pub fn server_is_live(iofs_base: &Path, server_id: &str) -> bool {
-    let lock_path = iofs_base.join("fnrs").join(format!("{server_id}.lock"));
-    match OpenOptions::new().write(true).open(lock_path) {
-        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err(),
-        Err(_) => false,
     }
 }
 
 /// Remove the iofs dirs of servers that are not running any more.
-fn remove_stale(parent: &Path) {
+fn remove_stale(parent: &Path, me: &str, lock_dir: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_some_and(|e| e == "lock") {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == me || server_is_live(lock_dir, &name) {
             continue;
         }
-        let lock_path = path.with_extension("lock");
-        let stale = match OpenOptions::new().write(true).open(&lock_path) {
-            Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
-            Err(_) => true,
-        };
-        if stale {
-            tracing::info!(dir = %path.display(), "removing iofs dirs left by a stopped server");
+        tracing::info!(dir = %path.display(), "removing iofs dirs left by a stopped server");
+        if path.is_dir() {
             let _ = fs::remove_dir_all(&path);
-            let _ = fs::remove_file(&lock_path);
+        } else {
+            let _ = fs::remove_file(&path);
         }
     }
 }
@@ -188,19 +230,27 @@ mod tests {
     #[test]
     fn stale_roots_are_removed_live_ones_kept() {
         let base = tempfile::tempdir().unwrap();
-        let live = IofsRoot::create(base.path(), "LIVE").unwrap();
+        let locks = tempfile::tempdir().unwrap();
+        let _live_lock = ServerLock::acquire(locks.path(), "LIVE").unwrap();
+        assert!(
+            ServerLock::acquire(locks.path(), "LIVE").is_err(),
+            "held once"
+        );
+        let live = IofsRoot::create(base.path(), "LIVE", locks.path()).unwrap();
         let d = live.instance_dir("I1").unwrap();
         assert_eq!(
             fs::metadata(&d).unwrap().permissions().mode() & 0o777,
             0o777
         );
-        // A crashed server: its dir and an unlocked lock file.
+        // A crashed server: its dir, and a lock file nobody holds.
         let stale = base.path().join("fnrs/DEAD");
         fs::create_dir_all(stale.join("I2")).unwrap();
-        File::create(base.path().join("fnrs/DEAD.lock")).unwrap();
-        assert!(server_is_live(base.path(), "LIVE"));
-        assert!(!server_is_live(base.path(), "DEAD"));
-        let other = IofsRoot::create(base.path(), "OTHER").unwrap();
+        File::create(locks.path().join("DEAD.lock")).unwrap();
+        assert!(server_is_live(locks.path(), "LIVE"));
+        assert!(!server_is_live(locks.path(), "DEAD"));
+        assert!(!server_is_live(locks.path(), "NEVER"));
+        let _other_lock = ServerLock::acquire(locks.path(), "OTHER").unwrap();
+        let other = IofsRoot::create(base.path(), "OTHER", locks.path()).unwrap();
         assert!(!stale.exists());
         assert!(d.exists(), "a live server's dirs must survive");
         live.remove_all();

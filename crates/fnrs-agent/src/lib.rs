@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use config::AgentConfig;
-pub use iofs::server_is_live;
+pub use iofs::{ServerLock, default_lock_dir, server_is_live};
 
 use body::CallBody;
 use capacity::{Capacity, Reservation};
@@ -93,6 +93,7 @@ pub struct Agent {
     /// Every live instance, to end them all at shutdown.
     live: Mutex<HashMap<String, Arc<dyn Instance>>>,
     iofs: IofsRoot,
+    _lock: ServerLock,
     recorder: Arc<Recorder>,
     limits: Limits,
     shutting_down: AtomicBool,
@@ -110,12 +111,19 @@ impl Agent {
         drivers: Vec<Arc<dyn Driver>>,
     ) -> Result<Arc<Self>, String> {
         let server_id = config.server_id.clone().unwrap_or_else(fnrs_model::new_id);
-        let iofs = IofsRoot::create(&config.iofs_path, &server_id).map_err(|e| {
+        let lock = ServerLock::acquire(&config.lock_dir, &server_id).map_err(|e| {
             format!(
-                "cannot use FN_IOFS_PATH {}: {e}",
-                config.iofs_path.display()
+                "cannot lock {}/{server_id}.lock: {e}",
+                config.lock_dir.display()
             )
         })?;
+        let iofs =
+            IofsRoot::create(&config.iofs_path, &server_id, &config.lock_dir).map_err(|e| {
+                format!(
+                    "cannot use FN_IOFS_PATH {}: {e}",
+                    config.iofs_path.display()
+                )
+            })?;
         for d in &drivers {
             if let Err(e) = d.cleanup_leftovers().await {
                 tracing::warn!(driver = d.name(), error = %e, "cleaning up leftovers failed");
@@ -141,6 +149,7 @@ impl Agent {
             pools: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             iofs,
+            _lock: lock,
             limits,
             shutting_down: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -169,6 +178,7 @@ impl Agent {
             drivers.insert(d.name().to_string(), d.health().await);
         }
         serde_json::json!({
+            "server_id": self.server_id,
             "drivers": drivers,
             "memory_total_bytes": self.capacity.total(),
             "memory_used_bytes": self.capacity.used(),
@@ -286,9 +296,16 @@ impl Agent {
                 Ok(Response::from_parts(parts, body.boxed_unsync()))
             }
             Err(pe) => {
+                let mut error = pe.error;
+                if !pe.instance_ok
+                    && let Some(oom) = oom_error(&inst.inst).await
+                {
+                    inst.logs.note(format!("[fnrs] {}", oom.message));
+                    error = oom;
+                }
                 inst.logs.end();
                 self.release(&pool, inst, pe.instance_ok);
-                Err(pe.error)
+                Err(error)
             }
         }
     }
@@ -1044,6 +1061,19 @@ fn finish_record(record: &mut Call, status: Option<u16>, err: Option<&Error>) {
             record.http_status = Some(e.status);
         }
     }
+}
+
+/// Fn's message for an instance the kernel killed for memory.
+const OOM_MESSAGE: &str =
+    "container out of memory, you may want to raise fn.memory for this function (default: 128MB)";
+
+/// If a failed instance died of out-of-memory (it usually has just exited
+/// when its connection broke), Fn's out-of-memory error.
+async fn oom_error(inst: &Arc<dyn Instance>) -> Option<Error> {
+    let exit = tokio::time::timeout(Duration::from_millis(500), inst.wait())
+        .await
+        .ok()?;
+    exit.oom_killed.then(|| Error::new(502, OOM_MESSAGE))
 }
 
 fn outcome_label(err: Option<&Error>) -> &'static str {

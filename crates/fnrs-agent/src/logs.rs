@@ -24,6 +24,8 @@ type Reader = Pin<Box<dyn AsyncRead + Send>>;
 pub(crate) enum LogCtl {
     /// A call starts on this instance: lines go to its log from now on.
     Begin(String),
+    /// A line from fnrs itself for the current call's log.
+    Note(String),
     /// The call is over: its log is handed to the recorder.
     End,
 }
@@ -45,6 +47,10 @@ pub(crate) struct LogHandle {
 impl LogHandle {
     pub(crate) fn begin(&self, call_id: &str) {
         let _ = self.ctl.send(LogCtl::Begin(call_id.to_string()));
+    }
+
+    pub(crate) fn note(&self, line: String) {
+        let _ = self.ctl.send(LogCtl::Note(line));
     }
 
     pub(crate) fn end(&self) {
@@ -101,6 +107,12 @@ async fn capture(
                         finish(done, &tags, &recorder);
                     }
                     current = Some(Current { call_id, buf: Vec::new(), truncated: false });
+                }
+                Some(LogCtl::Note(line)) => {
+                    while let Some(Some(Ok(l))) = futures::FutureExt::now_or_never(lines.next()) {
+                        on_line(&l, &tags, current.as_mut(), max_bytes, echo);
+                    }
+                    on_line(line.as_bytes(), &tags, current.as_mut(), max_bytes, echo);
                 }
                 Some(LogCtl::End) => {
                     // Whatever is already in the pipes belongs to the call.

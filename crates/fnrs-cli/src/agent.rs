@@ -108,6 +108,7 @@ impl AgentArgs {
             max_calls_per_fn: self.max_calls_per_fn,
             max_request_size,
             server_id: Some(server_id.to_string()),
+            lock_dir: fnrs_agent::default_lock_dir(),
         }
     }
 
@@ -153,7 +154,7 @@ pub async fn start_agent(
     )
     .await
     .map_err(|e| anyhow::anyhow!(e))?;
-    clean_dead_servers(args, &server_id).await;
+    clean_dead_servers(&server_id).await;
     match agent.resume_pending().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
@@ -167,8 +168,8 @@ pub async fn start_agent(
 
 /// Remove the instance cgroups of servers that are not running any more
 /// (their iofs lock is free), killing what is left in them.
-async fn clean_dead_servers(args: &AgentArgs, me: &str) {
-    let iofs = args.iofs_path();
+async fn clean_dead_servers(me: &str) {
+    let locks = fnrs_agent::default_lock_dir();
     let mut dead = std::collections::BTreeSet::new();
     for dir in cgroup_roots() {
         let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -176,24 +177,29 @@ async fn clean_dead_servers(args: &AgentArgs, me: &str) {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if e.path().is_dir() && name != me && !fnrs_agent::server_is_live(&iofs, &name) {
+            if e.path().is_dir() && name != me && !fnrs_agent::server_is_live(&locks, &name) {
                 dead.insert(name);
             }
         }
     }
     for id in dead {
-        let mut config = args.process_config(format!("{CGROUP_ROOT}/{id}"));
-        // Only the cgroup part is used; never fail on a missing sandbox here.
-        config.sandbox = SandboxMode::None;
-        if let Ok(d) = ProcessDriver::new(config)
-            && let Err(e) = d.cleanup_leftovers().await
-        {
-            tracing::warn!(server = %id, error = %e, "cleaning a stopped server's cgroups failed");
+        match fnrs_driver_process::cleanup_cgroup_parent(&format!("{CGROUP_ROOT}/{id}")).await {
+            Ok(n) => {
+                tracing::info!(server = %id, instances = n, "removed the cgroups of a stopped server")
+            }
+            Err(e) => {
+                tracing::warn!(server = %id, error = %e, "removing a stopped server's cgroups failed")
+            }
         }
-        for dir in cgroup_roots() {
-            let _ = std::fs::remove_dir(dir.join(&id));
-        }
-        tracing::info!(server = %id, "removed instance cgroups of a stopped server");
+    }
+}
+
+/// End the agent (every instance) and remove this server's cgroup parent.
+pub async fn stop_agent(agent: &Arc<Agent>, grace: Duration) {
+    agent.shutdown(grace).await;
+    let parent = format!("{CGROUP_ROOT}/{}", agent.server_id());
+    if let Err(e) = fnrs_driver_process::cleanup_cgroup_parent(&parent).await {
+        tracing::warn!(error = %e, "removing this server's cgroups failed");
     }
 }
 

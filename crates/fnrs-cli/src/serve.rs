@@ -216,7 +216,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     // In-flight calls had the grace period above; end every instance now.
-    agent.shutdown(Duration::from_secs(1)).await;
+    crate::agent::stop_agent(&agent, Duration::from_secs(1)).await;
     tracing::info!("fnrs stopped");
     Ok(())
 }

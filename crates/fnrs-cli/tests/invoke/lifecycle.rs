@@ -1,0 +1,172 @@
+//! Pooling, idle timeout, capacity, detached calls across a crash, graceful
+//! shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::{Srv, py_fn};
+
+fn sleeper() -> crate::common::FnDir {
+    py_fn(
+        r#"    body = data.getvalue().decode()
+    if body.startswith("sleep "):
+        time.sleep(float(body.split()[1]))
+    print("sleeper: done " + body, file=sys.stderr, flush=True)
+    return response.Response(ctx, response_data="done " + body)"#,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_calls_get_parallel_instances_then_reuse_and_idle_out() {
+    let s = Arc::new(Srv::start().await);
+    let d = sleeper();
+    let f = s.func("par", &d.image(), json!({"idle_timeout": 2})).await;
+    let mut calls = Vec::new();
+    for i in 0..3 {
+        let s = s.clone();
+        let f = f.clone();
+        calls.push(tokio::spawn(async move {
+            s.invoke(&f, &format!("sleep 1.{i}")).await.status
+        }));
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    assert_eq!(
+        s.instances().await,
+        3,
+        "three parallel calls, three instances"
+    );
+    for _ in 0..3 {
+        assert_eq!(s.invoke(&f, "quick").await.status, 200);
+    }
+    assert_eq!(
+        s.instances().await,
+        3,
+        "sequential calls reuse idle instances"
+    );
+    assert_eq!(
+        s.until_instances(0).await,
+        0,
+        "idle instances end after idle_timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_is_503_with_retry_after_and_too_big_is_400() {
+    let s = Arc::new(
+        Srv::start_with(&[
+            ("FN_MAX_TOTAL_MEMORY_BYTES", "134217728"),
+            ("FN_MAX_QUEUE_WAIT_MSECS", "300"),
+        ])
+        .await,
+    );
+    let d = sleeper();
+    let f = s.func("busy", &d.image(), json!({"memory": 128})).await;
+    let slow = {
+        let s = s.clone();
+        let f = f.clone();
+        tokio::spawn(async move { s.invoke(&f, "sleep 3").await.status })
+    };
+    // Wait (bounded) until the slow call holds the only slot.
+    for _ in 0..100 {
+        if s.instances().await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = s.invoke(&f, "x").await;
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.json()["message"], "Timed out - server too busy");
+    assert_eq!(a.header("retry-after"), Some("15"));
+    assert_eq!(slow.await.unwrap(), 200);
+
+    let big = s.func("big", &d.image(), json!({"memory": 256})).await;
+    let a = s.invoke(&big, "x").await;
+    assert_eq!(a.status, 400, "{a:?}");
+    assert_eq!(
+        a.json()["message"],
+        "Requested CPU/Memory cannot be allocated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detached_call_is_202_then_recorded_with_its_log() {
+    let s = Srv::start().await;
+    let d = sleeper();
+    let f = s.func("bg", &d.image(), json!({})).await;
+    let a = s
+        .send(
+            s.http
+                .post(s.url(&format!("/invoke/{f}")))
+                .header("fn-invoke-type", "detached")
+                .body("later"),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{a:?}");
+    assert!(a.body.is_empty());
+    let id = a.call_id();
+    let rec = s.final_call(&f, &id).await;
+    assert_eq!(rec["status"], "success", "{rec}");
+    assert_eq!(rec["type"], "detached");
+    let log = s.log_with(&f, &id, "sleeper: done later").await;
+    assert!(log.contains("done later"));
+    let (st, list) = s.json("GET", &format!("/v2/fns/{f}/calls"), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(list["items"][0]["id"], id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detached_call_pending_at_a_crash_runs_after_restart() {
+    let mut s = Srv::start().await;
+    let d = sleeper();
+    let f = s.func("survivor", &d.image(), json!({})).await;
+    let a = s
+        .send(
+            s.http
+                .post(s.url(&format!("/invoke/{f}")))
+                .header("fn-invoke-type", "detached")
+                .body("sleep 3"),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{a:?}");
+    let id = a.call_id();
+    // Crash while the call is running (or still starting).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.server.kill9();
+    s.server.restart().await.expect("restarts on the same data");
+    let rec = s.final_call(&f, &id).await;
+    assert_eq!(rec["status"], "success", "{rec}");
+    assert_eq!(
+        rec["stats"]["attempts"], 2,
+        "the record says it ran again: {rec}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_calls_finish_and_leaves_nothing() {
+    let s = Srv::start().await;
+    let d = sleeper();
+    let f = s.func("grace", &d.image(), json!({})).await;
+    assert_eq!(s.invoke(&f, "warm").await.status, 200);
+    let id = s.server_id().await;
+    let pid = s.server.pid().expect("running");
+    let url = s.url(&format!("/invoke/{f}"));
+    let http = s.http.clone();
+    let call = tokio::spawn(async move {
+        let r = http.post(url).body("sleep 1.5").send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let (status, body) = call.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "done sleep 1.5"));
+    s.stop_and_check_clean(&id, &[d.dir.path()]).await;
+}

@@ -1,0 +1,14 @@
+//! End to end through the `fnrs` binary: real processes in the bubblewrap
+//! sandbox, the real Python and Node FDKs, every format, pooling, timeouts,
+//! crashes, OOM, capacity, detached calls across a crash, logs, shutdown, and
+//! nothing left behind.
+//!
+//! Needs the examples prepared (`scripts/setup-examples.sh`) and
+//! `FNRS_TEST_PY_VENV` (a venv of Debian's python3 with `fdk`), as
+//! `scripts/test.sh` does.
+
+mod common;
+
+mod formats;
+mod hostile;
+mod lifecycle;

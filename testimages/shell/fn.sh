@@ -1,0 +1,32 @@
+#!/bin/sh
+# A `default`-format test function for the Docker driver's tests (busybox sh
+# in a FROM scratch image). FNRS_TEST_MODE picks what it does.
+case "${FNRS_TEST_MODE:-echo}" in
+  echo)
+    echo "fn.sh started" >&2
+    input=$(cat)
+    printf 'got:%s' "$input"
+    ;;
+  env)
+    env | sort
+    ;;
+  id)
+    id -u; id -g
+    cat /proc/self/status | grep -i '^cap'
+    ;;
+  crash)
+    echo "crashing" >&2
+    exit 3
+    ;;
+  oom)
+    # Doubles a string until the memory limit kills it.
+    awk 'BEGIN { s = "xxxxxxxxxxxxxxxx"; while (1) { s = s s } }'
+    ;;
+  sleep)
+    sleep 600
+    ;;
+  *)
+    echo "unknown FNRS_TEST_MODE" >&2
+    exit 2
+    ;;
+esac

@@ -138,19 +138,28 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
         .context("installing the metrics recorder")
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
+/// Listens for SIGTERM and SIGINT from the moment it is made (so that a
+/// signal sent right after the address is printed is not lost).
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = self.int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
     }
 }
 
@@ -198,12 +207,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let app = fnrs_api::router(state);
 
     // Machine-readable: tests and scripts read the bound address from here.
+    let signals = ShutdownSignals::new()?;
     println!("fnrs listening on {bound}");
     tracing::info!(addr = %bound, version = env!("CARGO_PKG_VERSION"), "fnrs serving");
 
     let token = shutdown.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        signals.recv().await;
         token.cancel();
     });
     let mut server = std::pin::pin!(server.into_future());

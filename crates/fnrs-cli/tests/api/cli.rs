@@ -200,6 +200,12 @@ async fn cli_prints_fns_error_message_and_fails() {
 async fn cli_deploy_creates_then_updates() {
     let s = Srv::start(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
+    // The server checks that its sandbox user can read the function's directory.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("func.yaml"),
         "schema_version: 20180708\nname: hello\nversion: 0.0.1\nruntime: python\nentrypoint: /python/bin/fdk func.py handler\nformat: http-stream\nmemory: 256\ntimeout: 20\nconfig:\n  GREETING: hi\ntriggers:\n- name: hello\n  type: http\n  source: /hello\n",
@@ -263,4 +269,90 @@ async fn cli_invoke_calls_logs_report_errors() {
     assert_eq!(json_of(&out), serde_json::json!([]));
     let (ok, _, err) = fnrs(&s, &["logs", "a", "f", "01NOPE"], None).await;
     assert!(!ok && err.contains("Call not found"), "{err}");
+}
+
+#[test]
+fn serve_help_lists_every_setting() {
+    let out = Command::cargo_bin("fnrs")
+        .unwrap()
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "FN_PORT",
+        "FN_LISTEN",
+        "FN_DB_URL",
+        "FN_DS_DB_PING_MAX_RETRIES",
+        "FN_LOG_LEVEL",
+        "FN_LOG_FORMAT",
+        "FN_MAX_REQUEST_SIZE",
+        "FN_PUBLIC_LB_URL",
+        "FN_SHUTDOWN_GRACE_SECS",
+    ] {
+        assert!(help.contains(var), "{var} missing from serve --help");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_json_logs_and_bad_db_url() {
+    // JSON logs: every stderr line of a server run is a JSON object.
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite3://{}/fn.db", dir.path().display());
+    let log = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, Read};
+        let mut child = std::process::Command::new(BIN)
+            .args(["serve", "--port", "0", "--db-url", &db])
+            .env("FN_LOG_FORMAT", "json")
+            .env("FN_LOG_LEVEL", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.starts_with("fnrs listening on 127.0.0.1:"), "{first}");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let mut log = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        log
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v.get("level").is_some(), "{l}");
+    }
+    // A database URL of an unknown kind stops the server with a clear error.
+    let out = tokio::task::spawn_blocking(|| {
+        Command::cargo_bin("fnrs")
+            .unwrap()
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--db-url",
+                "mysql://x@tcp(h:3306)/db",
+            ])
+            .timeout(std::time::Duration::from_secs(30))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mysql"), "{err}");
 }

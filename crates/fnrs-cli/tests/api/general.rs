@@ -177,7 +177,19 @@ async fn invoke_and_trigger_lookups(b: Backend) {
     err(s.get("/t/a").await, 404, "Trigger not found");
 }
 
+async fn sigterm_stops_the_server_cleanly(b: Backend) {
+    let mut s = Srv::start(b).await;
+    s.app("a").await;
+    let status = s.server.stop().expect("exits by itself after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    // The data is still there after a clean stop.
+    s.server.restart().await.unwrap();
+    let (st, v) = s.get("/v2/apps?name=a").await;
+    assert_eq!((st, v["items"].as_array().unwrap().len()), (200, 1));
+}
+
 both!(
+    sigterm_stops_the_server_cleanly,
     root_and_version,
     unknown_path_is_404,
     wrong_method_is_405,

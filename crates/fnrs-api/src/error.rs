@@ -80,7 +80,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
+        // Function faults (502, 504) and a busy server (503) are the callers'
+        // business; only internal errors deserve the operator's attention.
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::warn!(status = status.as_u16(), message = %self.error.message, "api error");
         }
         // Fn writes errors with a JSON encoder: compact, then a newline.

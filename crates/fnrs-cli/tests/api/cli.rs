@@ -356,3 +356,53 @@ async fn serve_json_logs_and_bad_db_url() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mysql"), "{err}");
 }
+
+/// The whole tour with a real function: deploy the `default-sh` example (a
+/// cold shell function), invoke it, read its calls and a failed call's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_deploy_invoke_calls_logs_end_to_end() {
+    let s = Srv::start(Backend::Sqlite).await;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/default-sh");
+    let (ok, out, err) = fnrs(&s, &["deploy", example, "--app", "tour"], None).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("/invoke/"), "{out}");
+    let (ok, out, err) = fnrs(&s, &["invoke", "tour", "default-sh"], Some("world")).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("Hello from a cold function"), "{out}");
+    assert!(out.contains("input=world"), "{out}");
+    let (ok, _, err) = fnrs(&s, &["invoke", "tour", "default-sh"], Some("fail")).await;
+    assert!(!ok, "a failing function fails the command");
+    assert!(err.starts_with("Error: "), "{err}");
+    // Call records are written in the background: wait (bounded) for both.
+    let mut calls = Value::Null;
+    for _ in 0..200 {
+        let (ok, out, _) = fnrs(&s, &["calls", "tour", "default-sh", "--json"], None).await;
+        assert!(ok);
+        calls = json_of(&out);
+        let done = calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] != "running" && c["status"] != "queued")
+            .count();
+        if done == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let calls = calls.as_array().unwrap().clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["status"], "error", "newest first: {calls:?}");
+    assert_eq!(calls[1]["status"], "success");
+    let failed = calls[0]["id"].as_str().unwrap().to_owned();
+    let mut log = String::new();
+    for _ in 0..200 {
+        let (ok, out, _) = fnrs(&s, &["logs", "tour", "default-sh", &failed], None).await;
+        if ok && out.contains("failing as asked") {
+            log = out;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(log.contains("failing as asked"), "log of {failed}: {log:?}");
+}

@@ -344,7 +344,8 @@ type PullFuture = Shared<BoxFuture<'static, Result<(), DriverError>>>;
 /// Runs image references as containers on a Docker engine.
 pub struct DockerDriver {
     config: DockerDriverConfig,
-    docker: Docker,
+    /// The engine client, made on first use when the engine was missing.
+    docker: Mutex<Option<Docker>>,
     /// Where the engine is, for messages.
     host: String,
     auth: RegistryAuth,
@@ -377,6 +378,18 @@ fn is_connection_error(e: &BollardError) -> bool {
     )
 }
 
+/// A client for `host` (no request is made; a unix socket must exist).
+fn connect(host: &str, secs: u64) -> Result<Docker, BollardError> {
+    let v = bollard::API_DEFAULT_VERSION;
+    if let Some(path) = host.strip_prefix("unix://") {
+        Docker::connect_with_unix(path, secs, v)
+    } else if host.starts_with('/') {
+        Docker::connect_with_unix(host, secs, v)
+    } else {
+        Docker::connect_with_http(host, secs, v)
+    }
+}
+
 impl DockerDriver {
     /// Make the driver. Does not contact the engine (a server starts without
     /// one); fails only on an unusable `DOCKER_HOST` or bad auth config.
@@ -386,18 +399,23 @@ impl DockerDriver {
             .clone()
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
         let secs = config.request_timeout.as_secs().max(1);
-        let docker = if let Some(path) = host.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, secs, bollard::API_DEFAULT_VERSION)
-        } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Docker::connect_with_http(&host, secs, bollard::API_DEFAULT_VERSION)
-        } else if host.starts_with('/') {
-            Docker::connect_with_unix(&host, secs, bollard::API_DEFAULT_VERSION)
-        } else {
+        if !(host.starts_with("unix://")
+            || host.starts_with("tcp://")
+            || host.starts_with("http://")
+            || host.starts_with('/'))
+        {
             return Err(DriverError::Unavailable(format!(
                 "{ENV_DOCKER_HOST} {host:?} is not supported (unix:// or tcp://)"
             )));
         }
-        .map_err(|e| DriverError::Unavailable(format!("Docker engine at {host}: {e}")))?;
+        // The engine may come later: without its socket now, connect on use.
+        let docker = match connect(&host, secs) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!(host = %host, error = %e, "Docker engine not reachable");
+                None
+            }
+        };
         let auth = match &config.auth {
             Some(json) => RegistryAuth::parse(json)
                 .map_err(|e| DriverError::Internal(format!("{ENV_DOCKER_AUTH}: {e}")))?,
@@ -410,7 +428,7 @@ impl DockerDriver {
             .filter(|s| !s.is_empty());
         Ok(DockerDriver {
             config,
-            docker,
+            docker: Mutex::new(docker),
             host,
             auth,
             pulls: Arc::new(Mutex::new(HashMap::new())),
@@ -424,9 +442,17 @@ impl DockerDriver {
         &self.config
     }
 
-    /// The engine client (for tests and tools).
-    pub fn client(&self) -> &Docker {
-        &self.docker
+    /// The engine client (for tests and tools); connects when not yet
+    /// connected. `Unavailable` when the engine's socket is missing.
+    pub fn client(&self) -> Result<Docker, DriverError> {
+        let mut slot = self.docker.lock();
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let secs = self.config.request_timeout.as_secs().max(1);
+        let d = connect(&self.host, secs).map_err(|e| self.unavailable(&e))?;
+        *slot = Some(d.clone());
+        Ok(d)
     }
 
     fn unavailable(&self, e: &BollardError) -> DriverError {
@@ -447,13 +473,14 @@ impl DockerDriver {
     pub async fn ensure_image(&self, image: &str) -> Result<(), DriverError> {
         let parsed = ImageRef::parse(image)
             .map_err(|e| DriverError::BadImage(format!("invalid image '{image}': {e}")))?;
-        let inspect = match self.docker.inspect_image(image).await {
+        let docker = self.client()?;
+        let inspect = match docker.inspect_image(image).await {
             Ok(i) => i,
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => {
-                self.pull(image, &parsed).await?;
-                self.docker
+                self.pull(&docker, image, &parsed).await?;
+                docker
                     .inspect_image(image)
                     .await
                     .map_err(|e| self.engine_error("inspecting pulled image", e))?
@@ -473,13 +500,18 @@ impl DockerDriver {
 
     /// Pull, coalesced with any pull of the same image in progress, bounded by
     /// the pull timeout.
-    async fn pull(&self, image: &str, parsed: &ImageRef) -> Result<(), DriverError> {
+    async fn pull(
+        &self,
+        docker: &Docker,
+        image: &str,
+        parsed: &ImageRef,
+    ) -> Result<(), DriverError> {
         let fut = {
             let mut pulls = self.pulls.lock();
             pulls
                 .entry(image.to_string())
                 .or_insert_with(|| {
-                    let docker = self.docker.clone();
+                    let docker = docker.clone();
                     let creds = self.auth.for_image(parsed);
                     let (from, tag) = parsed.pull_params();
                     let img = image.to_string();
@@ -689,6 +721,7 @@ impl Driver for DockerDriver {
     }
 
     async fn start(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, DriverError> {
+        let docker = self.client()?;
         self.ensure_image(&spec.image).await?;
         let network = self.take_network();
         let release = NetworkLease {
@@ -699,7 +732,7 @@ impl Driver for DockerDriver {
         let opts = CreateContainerOptionsBuilder::default()
             .name(&spec.id)
             .build();
-        match self.docker.create_container(Some(opts), body).await {
+        match docker.create_container(Some(opts), body).await {
             Ok(_) => {}
             Err(BollardError::DockerResponseServerError {
                 status_code: 404,
@@ -715,7 +748,7 @@ impl Driver for DockerDriver {
         let id = spec.id.clone();
         // From here on, failures remove the container.
         let cleanup = |e: DriverError| {
-            let docker = self.docker.clone();
+            let docker = docker.clone();
             let id = id.clone();
             async move {
                 if let Err(re) = DockerDriver::force_remove(&docker, &id).await {
@@ -731,7 +764,7 @@ impl Driver for DockerDriver {
             .stream(true)
             .logs(false)
             .build();
-        let attached = match self.docker.attach_container(&id, Some(attach_opts)).await {
+        let attached = match docker.attach_container(&id, Some(attach_opts)).await {
             Ok(a) => a,
             Err(e) => return Err(cleanup(self.engine_error("attaching container", e)).await),
         };
@@ -740,7 +773,7 @@ impl Driver for DockerDriver {
         let (out_w, out_r) = tokio::io::duplex(64 * 1024);
         let (err_w, err_r) = tokio::io::duplex(64 * 1024);
         let demux = tokio::spawn(demultiplex(attached.output, out_w, err_w));
-        if let Err(e) = self.docker.start_container(&id, None).await {
+        if let Err(e) = docker.start_container(&id, None).await {
             demux.abort();
             let e = match e {
                 BollardError::DockerResponseServerError {
@@ -754,7 +787,7 @@ impl Driver for DockerDriver {
             return Err(cleanup(e).await);
         }
         let waiter = {
-            let docker = self.docker.clone();
+            let docker = docker.clone();
             let id = id.clone();
             tokio::spawn(async move {
                 let info = wait_exit(&docker, &id).await;
@@ -769,7 +802,7 @@ impl Driver for DockerDriver {
         };
         Ok(Box::new(DockerInstance {
             id,
-            docker: self.docker.clone(),
+            docker: docker.clone(),
             io: Mutex::new(Some(InstanceIo {
                 stdin,
                 stdout: Box::pin(out_r),
@@ -787,8 +820,8 @@ impl Driver for DockerDriver {
             .all(true)
             .filters(&HashMap::from([("label", vec![LABEL_SERVER])]))
             .build();
-        let list = self
-            .docker
+        let docker = self.client()?;
+        let list = docker
             .list_containers(Some(opts))
             .await
             .map_err(|e| self.engine_error("listing containers", e))?;
@@ -808,7 +841,7 @@ impl Driver for DockerDriver {
             }
             let Some(cid) = c.id else { continue };
             tracing::info!(container = %cid, server = %server, "removing leftover container");
-            if let Err(e) = DockerDriver::force_remove(&self.docker, &cid).await {
+            if let Err(e) = DockerDriver::force_remove(&docker, &cid).await {
                 tracing::warn!(container = %cid, error = %e, "removing leftover container failed");
             }
         }
@@ -816,7 +849,13 @@ impl Driver for DockerDriver {
     }
 
     async fn health(&self) -> serde_json::Value {
-        let v = tokio::time::timeout(Duration::from_secs(5), self.docker.version()).await;
+        let docker = match self.client() {
+            Ok(d) => d,
+            Err(e) => {
+                return serde_json::json!({"ok": false, "host": self.host, "error": e.to_string()});
+            }
+        };
+        let v = tokio::time::timeout(Duration::from_secs(5), docker.version()).await;
         match v {
             Ok(Ok(v)) => serde_json::json!({
                 "ok": true,
@@ -989,6 +1028,18 @@ impl Drop for DockerInstance {
     fn drop(&mut self) {
         for t in self.tasks.lock().drain(..) {
             t.abort();
+        }
+        // Dropped without destroy: remove the container in the background.
+        if !*self.destroyed.get_mut()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let docker = self.docker.clone();
+            let id = std::mem::take(&mut self.id);
+            rt.spawn(async move {
+                if let Err(e) = DockerDriver::force_remove(&docker, &id).await {
+                    tracing::warn!(container = %id, error = %e, "removing dropped container failed");
+                }
+            });
         }
     }
 }

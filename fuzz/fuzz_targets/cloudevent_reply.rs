@@ -6,10 +6,10 @@ use fnrs_protocol::parse_cloudevent_reply;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(r) = parse_cloudevent_reply(data, false) {
-        if let Some(s) = r.status {
-            assert!((100..1000).contains(&s));
-        }
+    if let Ok(r) = parse_cloudevent_reply(data, false)
+        && let Some(s) = r.status
+    {
+        assert!((100..1000).contains(&s));
     }
     if let Ok(r) = parse_cloudevent_reply(data, true) {
         // The whole event is re-encoded as one JSON line.

@@ -247,11 +247,6 @@ pub fn sniff_content_type(body: &[u8]) -> &'static str {
     }
 }
 
-/// Build a header value from a string, dropping what HTTP cannot carry.
-pub(crate) fn value_lossy(s: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(s).ok()
-}
-
 /// Response headers of a plain (non-gateway) http-stream answer: the
 /// function's minus hop-by-hop and framing.
 pub(crate) fn plain_response_headers(headers: &mut HeaderMap) {

@@ -157,10 +157,11 @@ impl HttpStreamConn {
             headers
         };
         headers.insert(header::HOST, HeaderValue::from_static("localhost"));
-        if let Some(v) = hdr::value_lossy(&call_id) {
+        // Moved into the header values without a copy.
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(call_id)) {
             headers.insert(FN_CALL_ID, v);
         }
-        if let Some(v) = hdr::value_lossy(&fn_deadline.to_rfc3339_secs()) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(fn_deadline.to_rfc3339_secs())) {
             headers.insert(FN_DEADLINE, v);
         }
 

@@ -249,6 +249,7 @@ pub(crate) async fn create_fn(
     let mut f = input.create(s.ids.next_id(), DateTime::now())?;
     let app = s.store.get_app(&f.app_id).await?;
     f.shape = app.shape;
+    s.invoker.check_image(&f.image).await?;
     s.store.insert_fn(&f).await?;
     Ok(JsonResponse::ok(&out_fn(f, Some(&base_url(&s, &headers)))).into_response())
 }
@@ -273,6 +274,9 @@ pub(crate) async fn update_fn(
     strip_owned(&mut input.annotations, ANNOTATION_INVOKE_ENDPOINT);
     let current = s.store.get_fn(&id).await?;
     let f = input.merge_into(&current, DateTime::now())?;
+    if f.image != current.image {
+        s.invoker.check_image(&f.image).await?;
+    }
     if f != current {
         s.store.update_fn(&f).await?;
     }

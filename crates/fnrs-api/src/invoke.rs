@@ -75,6 +75,12 @@ pub trait Invoker: Send + Sync + 'static {
     async fn invoke(&self, req: InvokeRequest) -> Result<http::Response<BoxBody>, InvokeError>;
     /// What `/health` shows about the invoker.
     async fn health(&self) -> serde_json::Value;
+    /// Check a fn's image when the fn is created or its image changes: an
+    /// image the invoker can never run is refused (400) before it is stored.
+    async fn check_image(&self, image: &str) -> Result<(), Error> {
+        let _ = image;
+        Ok(())
+    }
 }
 
 /// An invoker for a server without an agent: every call is a 500

@@ -61,10 +61,69 @@ async fn limit_body(State(max): State<u64>, req: Request, next: Next) -> Respons
     }
 }
 
+/// Counts and times requests of the management API (the invoke path is
+/// measured by the invoker).
+async fn track(req: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("fnrs_api_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("fnrs_api_request_duration_seconds", "method" => method.to_string(), "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+fn cors(config: &ApiConfig) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if config.cors_origins.is_empty() {
+        return None;
+    }
+    let origin = if config.cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            config
+                .cors_origins
+                .iter()
+                .filter_map(|o| http::HeaderValue::from_str(o).ok()),
+        )
+    };
+    let headers: Vec<http::HeaderName> = config
+        .cors_headers
+        .iter()
+        .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods([
+                http::Method::GET,
+                http::Method::POST,
+                http::Method::PUT,
+                http::Method::HEAD,
+                http::Method::DELETE,
+            ])
+            .allow_headers(headers),
+    )
+}
+
 /// The whole HTTP service.
 pub fn router(state: Arc<ApiState>) -> Router {
     use handlers::*;
     let max = state.config.max_request_size;
+    let cors = cors(&state.config);
+    let invoke = Router::new()
+        .route("/invoke/{fn_id}", post(invoke::invoke_fn))
+        .route("/t/{app_name}", any(invoke::trigger_call))
+        .route("/t/{app_name}/", any(invoke::trigger_call))
+        .route("/t/{app_name}/{*source}", any(invoke::trigger_call));
     let r = Router::new()
         .route("/", get(root))
         .route("/version", get(version))
@@ -89,16 +148,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v2/triggers/{trigger_id}",
             get(get_trigger).put(update_trigger).delete(delete_trigger),
         )
-        .route("/invoke/{fn_id}", post(invoke::invoke_fn))
-        .route("/t/{app_name}", any(invoke::trigger_call))
-        .route("/t/{app_name}/", any(invoke::trigger_call))
-        .route("/t/{app_name}/{*source}", any(invoke::trigger_call))
+        .route_layer(axum::middleware::from_fn(track))
+        .merge(invoke)
         .fallback(path_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    if max > 0 {
+    let r = if max > 0 {
         r.layer(axum::middleware::from_fn_with_state(max, limit_body))
     } else {
         r
+    };
+    match cors {
+        Some(c) => r.layer(c),
+        None => r,
     }
 }

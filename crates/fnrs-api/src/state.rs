@@ -20,6 +20,10 @@ pub struct ApiConfig {
     pub public_lb_url: Option<String>,
     /// Largest request body in bytes (`FN_MAX_REQUEST_SIZE`); 0 = no limit.
     pub max_request_size: u64,
+    /// Origins allowed by CORS (`FN_API_CORS_ORIGINS`; `*` = any); empty = no CORS.
+    pub cors_origins: Vec<String>,
+    /// Request headers allowed by CORS (`FN_API_CORS_HEADERS`).
+    pub cors_headers: Vec<String>,
 }
 
 /// Shared state of every handler.

@@ -98,8 +98,8 @@ async fn start(max_request_size: u64) -> Env {
         lookup: Arc::new(StoreLookup(dyn_store)),
         invoker: invoker.clone(),
         config: ApiConfig {
-            public_lb_url: None,
             max_request_size,
+            ..Default::default()
         },
         ids: Arc::new(fnrs_model::IdGenerator::new(7)),
         metrics: None,

@@ -26,6 +26,10 @@ pub const ENV_LOG_FORMAT: &str = "FN_LOG_FORMAT";
 pub const ENV_MAX_REQUEST_SIZE: &str = "FN_MAX_REQUEST_SIZE";
 /// Base URL of the invoke and trigger endpoint annotations.
 pub const ENV_PUBLIC_LB_URL: &str = "FN_PUBLIC_LB_URL";
+/// CORS: allowed origins, comma-separated (`*` = any); unset = no CORS.
+pub const ENV_API_CORS_ORIGINS: &str = "FN_API_CORS_ORIGINS";
+/// CORS: allowed request headers, comma-separated.
+pub const ENV_API_CORS_HEADERS: &str = "FN_API_CORS_HEADERS";
 /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
 pub const ENV_SHUTDOWN_GRACE_SECS: &str = "FN_SHUTDOWN_GRACE_SECS";
 
@@ -65,6 +69,12 @@ pub struct ServeArgs {
     /// [default: http://<Host header of the request>].
     #[arg(long, env = ENV_PUBLIC_LB_URL)]
     pub public_lb_url: Option<String>,
+    /// CORS: allowed origins, comma-separated (`*` = any) [default: no CORS].
+    #[arg(long, env = ENV_API_CORS_ORIGINS)]
+    pub api_cors_origins: Option<String>,
+    /// CORS: allowed request headers, comma-separated.
+    #[arg(long, env = ENV_API_CORS_HEADERS)]
+    pub api_cors_headers: Option<String>,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, env = ENV_SHUTDOWN_GRACE_SECS, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -86,6 +96,16 @@ impl ServeArgs {
             }
         }
     }
+}
+
+/// A comma-separated list, trimmed, without empty items.
+fn split_list(v: Option<&str>) -> Vec<String> {
+    v.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Sets up logging to stderr as configured.
@@ -200,6 +220,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config: ApiConfig {
             public_lb_url: args.public_lb_url.clone().filter(|u| !u.is_empty()),
             max_request_size: args.max_request_size,
+            cors_origins: split_list(args.api_cors_origins.as_deref()),
+            cors_headers: split_list(args.api_cors_headers.as_deref()),
         },
         ids,
         metrics: Some(handle),

@@ -290,6 +290,8 @@ fn serve_help_lists_every_setting() {
         "FN_MAX_REQUEST_SIZE",
         "FN_PUBLIC_LB_URL",
         "FN_SHUTDOWN_GRACE_SECS",
+        "FN_API_CORS_ORIGINS",
+        "FN_API_CORS_HEADERS",
     ] {
         assert!(help.contains(var), "{var} missing from serve --help");
     }

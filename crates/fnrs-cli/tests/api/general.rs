@@ -158,6 +158,8 @@ async fn health_and_metrics(b: Backend) {
     assert_eq!(st, 200);
     assert_eq!(v["status"], "ok");
     assert!(v.get("invoker").is_some());
+    s.app("a").await;
+    s.get("/v2/apps/NOPE").await;
     let r = s.raw("GET", "/metrics", "").await;
     assert_eq!(r.status(), 200);
     assert!(
@@ -166,6 +168,80 @@ async fn health_and_metrics(b: Backend) {
             .unwrap()
             .starts_with("text/plain")
     );
+    let text = r.text().await.unwrap();
+    let line = |route: &str, status: &str| {
+        text.lines().any(|l| {
+            l.starts_with("fnrs_api_requests_total{")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("status=\"{status}\""))
+        })
+    };
+    assert!(line("/v2/apps", "200"), "{text}");
+    assert!(line("/v2/apps/{app_id}", "404"), "{text}");
+    assert!(
+        text.contains("fnrs_api_request_duration_seconds_bucket"),
+        "histograms have buckets: {text}"
+    );
+}
+
+async fn cors_only_when_configured(b: Backend) {
+    let s = Srv::start(b).await;
+    let r = s
+        .http
+        .get(s.url("/v2/apps"))
+        .header("Origin", "http://ui.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let s = Srv::start_with(
+        b,
+        ServerOptions::default()
+            .env("FN_API_CORS_ORIGINS", "http://ui.example")
+            .env("FN_API_CORS_HEADERS", "X-Token"),
+    )
+    .await;
+    let r = s
+        .http
+        .get(s.url("/v2/apps"))
+        .header("Origin", "http://ui.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://ui.example"
+    );
+    let r = s
+        .http
+        .request(reqwest::Method::OPTIONS, s.url("/v2/apps"))
+        .header("Origin", "http://ui.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "x-token")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://ui.example"
+    );
+    let methods = r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        methods.contains("POST") && methods.contains("DELETE"),
+        "{methods}"
+    );
+    let r = s
+        .http
+        .get(s.url("/v2/apps"))
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
 }
 
 async fn invoke_and_trigger_lookups(b: Backend) {
@@ -197,5 +273,6 @@ both!(
     body_over_max_request_size_is_413,
     ids_and_timestamps,
     health_and_metrics,
+    cors_only_when_configured,
     invoke_and_trigger_lookups,
 );

@@ -353,3 +353,37 @@ pub mod errors {
         "container out of memory, you may want to raise fn.memory for this function (default: 128MB)",
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_the_factory() {
+        assert_eq!(Format::parse(None).unwrap(), Format::HttpStream);
+        assert_eq!(Format::parse(Some("")).unwrap(), Format::HttpStream);
+        for f in [
+            Format::HttpStream,
+            Format::Default,
+            Format::Http,
+            Format::Json,
+            Format::CloudEvent,
+        ] {
+            assert_eq!(Format::parse(Some(f.name())).unwrap(), f);
+            assert_eq!(f.is_hot(), f != Format::Default);
+            assert_eq!(f.uses_stdin(), f != Format::HttpStream);
+        }
+        let e = Format::parse(Some("xml")).unwrap_err();
+        assert_eq!((e.status, &*e.message), (400, "Invalid Protocol"));
+    }
+
+    #[test]
+    fn limits_from_fn_settings() {
+        let l = Limits::from_fn_settings(0, 0);
+        assert_eq!(l, Limits::default());
+        assert_eq!(l.max_response_header_bytes, 10 << 20);
+        let l = Limits::from_fn_settings(4096, 1000);
+        assert_eq!(l.max_response_header_bytes, 4096);
+        assert_eq!(l.max_response_body_bytes, Some(1000));
+    }
+}

@@ -350,3 +350,104 @@ async fn cloudevent_missing_or_bad_fields() {
     assert_eq!(parts.status, 200);
     assert_eq!(body, r#"{"a":1,"b":2}"#);
 }
+
+async fn cold(
+    script: &str,
+    limits: Limits,
+    timeout: Duration,
+) -> Result<http::Response<fnrs_protocol::BoxBody>, ProtocolError> {
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let exit = async move {
+        let s = child.wait().await.unwrap();
+        (s.code().unwrap_or(137), false)
+    };
+    let req = fnrs_protocol::CallRequest {
+        timeout,
+        ..json_request("{}", false)
+    };
+    tokio::time::timeout(
+        GUARD,
+        fnrs_protocol::cold_call(stdin, stdout, exit, req, limits),
+    )
+    .await
+    .expect("cold call hung")
+}
+
+#[tokio::test]
+async fn cold_never_ends_times_out() {
+    let e = cold("sleep 30", Limits::default(), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert_eq!((e.error.status, &*e.error.message), (504, "Timed out"));
+}
+
+#[tokio::test]
+async fn cold_output_over_the_limit() {
+    let limits = Limits {
+        max_response_body_bytes: Some(1000),
+        ..Limits::default()
+    };
+    let e = cold("yes", limits, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.error.status, &*e.error.message),
+        (502, "function response body too large")
+    );
+}
+
+#[tokio::test]
+async fn cold_killed_by_signal_is_out_of_memory() {
+    let e = cold(
+        "printf partial; kill -9 $$",
+        Limits::default(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.error.status, 502);
+    assert!(
+        e.error.message.starts_with("container out of memory"),
+        "{}",
+        e.error.message
+    );
+}
+
+#[tokio::test]
+async fn cold_ignores_its_input() {
+    // Exits without reading a large body: still a clean 200.
+    let req_body = "x".repeat(1 << 20);
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg("printf done")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let exit = async move { (child.wait().await.unwrap().code().unwrap_or(137), false) };
+    let req = fnrs_protocol::CallRequest {
+        body: fnrs_protocol::full_body(req_body),
+        ..json_request("", false)
+    };
+    let resp = tokio::time::timeout(
+        GUARD,
+        fnrs_protocol::cold_call(stdin, stdout, exit, req, Limits::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(read_all(resp.into_body()).await.unwrap(), "done");
+}

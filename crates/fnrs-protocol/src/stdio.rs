@@ -18,8 +18,8 @@ use crate::headers::{is_cloudevent_request, sniff_content_type, strip_hop_by_hop
 use crate::httpfmt::{self, Chunk, ChunkedDecoder, Framing};
 use crate::json::{self, JsonScanner, Scan};
 use crate::{
-    BoxBody, BoxError, CallHandle, CallRequest, ErrorKind, Format, Limits, Outcome, ProtocolError,
-    cloudevent, errors, full_body,
+    BoxBody, BoxError, CallHandle, CallRequest, ErrorKind, Format, Limits, MAX_HEAD_BUFFER,
+    Outcome, ProtocolError, cloudevent, errors, full_body,
 };
 
 type Stdin = Pin<Box<dyn AsyncWrite + Send>>;
@@ -468,22 +468,38 @@ impl StdioConn {
         }
         self.stdin.flush().await.map_err(ProtocolError::receive)?;
 
-        let max_head = self.limits.max_response_header_bytes;
+        let max_head = self.limits.max_response_header_bytes.min(MAX_HEAD_BUFFER);
+        // Parse when the head can be complete (a blank line arrived) and once
+        // at the start (a bad status line fails at once), not on every read:
+        // a head trickling in must not cost quadratic time.
+        let mut scanned = 0;
+        let mut first = true;
         let head = loop {
-            match httpfmt::parse_response_head(&reader.buf, max_head) {
-                Ok(Some(h)) => break h,
-                Ok(None) => {}
-                Err(httpfmt::ParseError::HeadTooLarge) => {
-                    return Err(ProtocolError::new(
-                        errors::HEADER_TOO_LARGE,
-                        ErrorKind::BadResponse,
-                        false,
-                    ));
+            let end_seen = has_blank_line(&reader.buf, scanned);
+            scanned = reader.buf.len();
+            if first || end_seen || reader.buf.len() > max_head {
+                first = reader.buf.is_empty();
+                match httpfmt::parse_response_head(&reader.buf, max_head) {
+                    Ok(Some(h)) => break h,
+                    Ok(None) => {}
+                    Err(httpfmt::ParseError::HeadTooLarge) => {
+                        return Err(ProtocolError::new(
+                            errors::HEADER_TOO_LARGE,
+                            ErrorKind::BadResponse,
+                            false,
+                        ));
+                    }
+                    Err(e) => return Err(invalid(INVALID_HTTP, e, false)),
                 }
-                Err(e) => return Err(invalid(INVALID_HTTP, e, false)),
             }
             match reader.fill().await {
-                Ok(0) => return Err(invalid(INVALID_HTTP, "unexpected EOF", false)),
+                Ok(0) => {
+                    // Whatever arrived is all there is: say what is wrong.
+                    if let Err(e) = httpfmt::parse_response_head(&reader.buf, max_head) {
+                        return Err(invalid(INVALID_HTTP, e, false));
+                    }
+                    return Err(invalid(INVALID_HTTP, "unexpected EOF", false));
+                }
                 Ok(_) => {}
                 Err(e) => return Err(ProtocolError::receive(e)),
             }
@@ -525,6 +541,14 @@ struct HttpHead {
     exact: Option<u64>,
     src: BodySource,
     first: Option<Bytes>,
+}
+
+/// Whether `buf` holds an empty line (`\n\n` or `\n\r\n`) ending at or
+/// after `from`.
+fn has_blank_line(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(3);
+    let tail = &buf[start..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
 fn add_header(headers: &mut HeaderMap, k: &str, v: &str) {

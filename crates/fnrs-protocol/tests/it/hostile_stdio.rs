@@ -75,6 +75,17 @@ async fn http_garbage() {
             .unwrap_err()
             .instance_ok
     );
+
+    // Garbage without a blank line, pipe left open: found at once, no wait
+    // for the timeout.
+    let mut c = http_replying(b"garbage line\n");
+    let e = call(&mut c, Duration::from_secs(60)).await.unwrap_err();
+    assert_eq!(e.error.status, 502);
+    assert!(
+        e.error
+            .message
+            .starts_with("invalid http response from function err: ")
+    );
 }
 
 #[tokio::test]

@@ -926,21 +926,47 @@ async fn demultiplex(
     }
 }
 
+/// How long one wait request may take (a hot container lives for hours).
+const WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Wait for the container to stop; code from wait, OOM from inspect.
 async fn wait_exit(docker: &Docker, id: &str) -> ExitInfo {
-    let opts = WaitContainerOptionsBuilder::default()
-        .condition("not-running")
-        .build();
-    let mut stream = docker.wait_container(id, Some(opts));
-    let mut code = match stream.next().await {
-        Some(Ok(r)) => r.status_code as i32,
-        Some(Err(BollardError::DockerContainerWaitError { code, .. })) => code as i32,
-        Some(Err(e)) => {
-            tracing::debug!(container = %id, error = %e, "wait failed");
-            -1
+    // The engine answers a wait only when the container stops, so the
+    // client's per-request timeout must not apply to it.
+    let waiter = docker.clone().with_timeout(WAIT_TIMEOUT);
+    let mut code = -1;
+    // Each round re-waits after a transport failure while the container
+    // still runs; bounded so that a broken engine cannot spin forever.
+    for _ in 0..1000 {
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        match waiter.wait_container(id, Some(opts)).next().await {
+            Some(Ok(r)) => {
+                code = r.status_code as i32;
+                break;
+            }
+            Some(Err(BollardError::DockerContainerWaitError { code: c, .. })) => {
+                code = c as i32;
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(container = %id, error = %e, "wait failed");
+                let running = docker
+                    .inspect_container(id, None::<InspectContainerOptions>)
+                    .await
+                    .ok()
+                    .and_then(|i| i.state)
+                    .and_then(|s| s.running)
+                    .unwrap_or(false);
+                if !running {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            None => break,
         }
-        None => -1,
-    };
+    }
     let mut oom_killed = false;
     if let Ok(info) = docker
         .inspect_container(id, None::<InspectContainerOptions>)

@@ -150,13 +150,16 @@ async fn wait_for_socket(dir: &Path) {
     panic!("lsnr.sock did not appear in {}", dir.display());
 }
 
-#[tokio::test]
-async fn http_stream_call_through_the_iofs_socket() {
+/// Start an http-stream instance of `image`, make one call through its
+/// socket, check the answer and that `log_line` arrives on `log` (stdout or
+/// stderr), then destroy it.
+async fn http_stream_call(image: &str, log_is_stderr: bool, log_line: &str) -> http::HeaderMap {
     let d = driver();
     let mut cleanup = Cleanup(vec![]);
     let dir = iofs_dir();
-    let mut s = spec(&var("FNRS_TEST_DOCKER_IMAGE_RUST"), "", false, &mut cleanup);
+    let mut s = spec(image, "", false, &mut cleanup);
     s.iofs_dir = Some(dir.path().to_path_buf());
+    s.memory_mb = 128;
     s.env = vec![
         ("FN_FORMAT".into(), "http-stream".into()),
         (
@@ -186,35 +189,58 @@ async fn http_stream_call_through_the_iofs_socket() {
     };
     let h = conn.call(req).await.unwrap();
     assert_eq!(h.response.status(), 200);
-    assert_eq!(h.response.headers()["x-custom"], "yes");
-    let body = h.response.into_body().collect().await.unwrap().to_bytes();
+    let (parts, body) = h.response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v["message"], "Hello Docker");
-    assert_eq!(v["fn_id"], "01FNID");
-    // The function's stderr line arrives on the stderr reader.
-    let mut stderr = io.stderr;
+    assert_eq!(v["message"], "Hello Docker", "{v}");
+    // The function's log line arrives on its stream.
+    let mut log = if log_is_stderr { io.stderr } else { io.stdout };
     let mut seen = Vec::new();
     let mut chunk = [0u8; 4096];
     for _ in 0..100 {
-        let n = tokio::time::timeout(Duration::from_secs(30), stderr.read(&mut chunk))
+        if String::from_utf8_lossy(&seen).contains(log_line) {
+            break;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(30), log.read(&mut chunk))
             .await
-            .expect("no stderr in time")
+            .expect("no log line in time")
             .unwrap();
         assert!(
             n > 0,
-            "stderr ended early: {:?}",
+            "log ended early: {:?}",
             String::from_utf8_lossy(&seen)
         );
         seen.extend_from_slice(&chunk[..n]);
-        if String::from_utf8_lossy(&seen).contains("01CALLDOCKER - hello from rust-hello") {
-            break;
-        }
     }
-    assert!(String::from_utf8_lossy(&seen).contains("hello from rust-hello"));
+    assert!(String::from_utf8_lossy(&seen).contains(log_line));
     inst.destroy().await;
     let exit = wait(inst.as_ref()).await;
     assert_eq!(exit.code, 137);
     assert!(!container_exists(&d, inst.id()).await);
+    parts.headers
+}
+
+#[tokio::test]
+async fn http_stream_call_through_the_iofs_socket() {
+    let headers = http_stream_call(
+        &var("FNRS_TEST_DOCKER_IMAGE_RUST"),
+        true,
+        "01CALLDOCKER - hello from rust-hello",
+    )
+    .await;
+    assert_eq!(headers["x-custom"], "yes");
+}
+
+#[tokio::test]
+async fn python_fdk_in_a_container() {
+    let headers = http_stream_call(
+        &var("FNRS_TEST_DOCKER_IMAGE_PYTHON"),
+        false,
+        "python fdk handling 01CALLDOCKER",
+    )
+    .await;
+    let fdk = headers["fn-fdk-version"].to_str().unwrap();
+    assert!(fdk.starts_with("fdk-python/"), "{fdk}");
 }
 
 #[tokio::test]
@@ -589,4 +615,29 @@ async fn health_reports_the_engine() {
     let h = d.health().await;
     assert_eq!(h["ok"], true, "{h}");
     assert!(h["version"].is_string(), "{h}");
+}
+
+#[tokio::test]
+async fn wait_outlives_the_request_timeout() {
+    require_docker();
+    // The engine answers a wait only at exit: a client timeout shorter than
+    // the container's life must not end the wait early.
+    let d = DockerDriver::new(DockerDriverConfig {
+        request_timeout: Duration::from_secs(1),
+        ..config(&unique("wait"))
+    })
+    .unwrap();
+    let mut cleanup = Cleanup(vec![]);
+    let s = spec(
+        &var("FNRS_TEST_DOCKER_IMAGE_SHELL"),
+        "sleep",
+        false,
+        &mut cleanup,
+    );
+    let inst: Arc<dyn Instance> = Arc::from(d.start(s).await.unwrap());
+    let early = tokio::time::timeout(Duration::from_secs(3), inst.wait()).await;
+    assert!(early.is_err(), "wait returned while running: {early:?}");
+    assert!(container_exists(&d, inst.id()).await);
+    inst.destroy().await;
+    assert_eq!(wait(inst.as_ref()).await.code, 137);
 }

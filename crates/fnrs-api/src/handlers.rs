@@ -402,10 +402,36 @@ pub(crate) async fn get_call(State(s): S, Params2(fn_id, call_id): Params2) -> A
     Ok(JsonResponse::ok(&call).into_response())
 }
 
-pub(crate) async fn get_log(State(s): S, Params2(fn_id, call_id): Params2) -> ApiResult {
+/// True when the client asks for JSON before plain text (Fn 2018's log API
+/// answered `{"message","log":{"call_id","log"}}` then).
+fn wants_json(headers: &HeaderMap) -> bool {
+    for v in headers.get_all(header::ACCEPT) {
+        let v = v.to_str().unwrap_or("");
+        match (v.find("application/json"), v.find("text/plain")) {
+            (Some(j), Some(t)) => return j < t,
+            (Some(_), None) => return true,
+            (None, Some(_)) => return false,
+            (None, None) => {}
+        }
+    }
+    false
+}
+
+pub(crate) async fn get_log(
+    State(s): S,
+    headers: HeaderMap,
+    Params2(fn_id, call_id): Params2,
+) -> ApiResult {
     s.store.get_fn(&fn_id).await?;
     s.store.get_call(&fn_id, &call_id).await?;
     let log = s.store.get_log(&call_id).await?;
+    if wants_json(&headers) {
+        return Ok(JsonResponse::ok(&json!({
+            "message": "Successfully loaded log",
+            "log": {"call_id": call_id, "log": String::from_utf8_lossy(&log)},
+        }))
+        .into_response());
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -418,6 +418,23 @@ async fn calls_and_logs() {
             .starts_with("text/plain")
     );
     assert_eq!(r.text().await.unwrap(), "line one\nline two\n");
+    // Asking for JSON gets Fn 2018's wrapper.
+    let r = env
+        .http
+        .get(format!("{}/v2/fns/FN1/calls/C2/log", env.base))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        json!({"message": "Successfully loaded log", "log": {"call_id": "C2", "log": "line one\nline two\n"}})
+    );
 
     for (p, msg) in [
         ("/v2/fns/NOPE/calls", "Fn not found"),

@@ -628,7 +628,7 @@ pub struct InvokeArgs {
     /// Start the call and return at once (202).
     #[arg(long)]
     pub detached: bool,
-    /// Print the call id on stderr.
+    /// Print the call id on stderr (always done for detached calls).
     #[arg(long)]
     pub display_call_id: bool,
 }
@@ -637,9 +637,12 @@ pub async fn invoke(c: &Client, args: InvokeArgs) -> anyhow::Result<()> {
     let app = c.app(&args.app).await?;
     let f = c.func(&id(&app)?, &args.func).await?;
     let mut body = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut body)
-        .context("reading stdin")?;
+    // A terminal on stdin means no body (rather than waiting for one).
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .context("reading stdin")?;
+    }
     let mut req = c
         .http
         .post(format!("{}/invoke/{}", c.base, id(&f)?))
@@ -652,7 +655,7 @@ pub async fn invoke(c: &Client, args: InvokeArgs) -> anyhow::Result<()> {
         .send()
         .await
         .with_context(|| format!("cannot reach {}", c.base))?;
-    if args.display_call_id
+    if (args.display_call_id || args.detached)
         && let Some(cid) = resp
             .headers()
             .get("fn-call-id")

@@ -146,8 +146,22 @@ impl Checker {
         path: &str,
         body: Option<String>,
     ) -> (u16, Value) {
+        self.run_with(s, method, path, body, None).await
+    }
+
+    async fn run_with(
+        &mut self,
+        s: &Srv,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        accept: Option<&str>,
+    ) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut r = s.http.request(m, s.url(path));
+        if let Some(a) = accept {
+            r = r.header("accept", a);
+        }
         if let Some(b) = body {
             r = r.header("content-type", "application/json").body(b);
         }
@@ -187,7 +201,11 @@ impl Checker {
                 }
             }
             Some(content) => {
-                let (media, spec) = content.iter().next().unwrap();
+                // The documented media type the answer has (or the first one).
+                let (media, spec) = content
+                    .iter()
+                    .find(|(m, _)| ctype.starts_with(m.as_str()))
+                    .unwrap_or_else(|| content.iter().next().unwrap());
                 if !ctype.starts_with(media.as_str()) && media != "*/*" {
                     self.errs
                         .push(format!("{at}: content-type {ctype}, documented {media}"));
@@ -373,7 +391,73 @@ async fn responses_match_the_openapi_document(b: Backend) {
         .await;
     c.run(&s, "GET", &format!("/v2/fns/{fid}/calls/NOPE/log"), None)
         .await;
-    // invoke and triggers: lookups (the calls themselves depend on the agent)
+    // A real call (the default-sh example, a cold shell function), then its
+    // records and log.
+    let example = std::fs::canonicalize(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/default-sh"
+    ))
+    .unwrap();
+    let (_, sh) = c
+        .run(&s, "POST", "/v2/fns", j(json!({"app_id": a, "name": "sh", "format": "default", "image": format!("file://{}", example.display())})))
+        .await;
+    let sh = id(&sh);
+    let (st, _) = c
+        .run(&s, "POST", &format!("/invoke/{sh}"), Some("hello".into()))
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = c
+        .run(&s, "POST", &format!("/invoke/{sh}"), Some("fail".into()))
+        .await;
+    assert_eq!(st, 502);
+    let mut calls = Value::Null;
+    for _ in 0..200 {
+        let (_, v) = c
+            .run(&s, "GET", &format!("/v2/fns/{sh}/calls?per_page=1"), None)
+            .await;
+        let (_, all) = c.run(&s, "GET", &format!("/v2/fns/{sh}/calls"), None).await;
+        let done = all["items"].as_array().map_or(0, |a| {
+            a.iter().filter(|c| c["completed_at"].is_string()).count()
+        });
+        calls = all;
+        if done == 2 && v.get("next_cursor").is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let failed = calls["items"][0]["id"]
+        .as_str()
+        .expect("calls recorded")
+        .to_owned();
+    c.run(&s, "GET", &format!("/v2/fns/{sh}/calls/{failed}"), None)
+        .await;
+    for _ in 0..200 {
+        let (st, _) = c
+            .run(&s, "GET", &format!("/v2/fns/{sh}/calls/{failed}/log"), None)
+            .await;
+        if st == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (st, v) = c
+        .run_with(
+            &s,
+            "GET",
+            &format!("/v2/fns/{sh}/calls/{failed}/log"),
+            None,
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(
+        v["log"]["log"]
+            .as_str()
+            .unwrap()
+            .contains("failing as asked"),
+        "{v}"
+    );
+    // invoke and triggers: lookups
     c.run(&s, "POST", "/invoke/NOPE", Some("x".into())).await;
     c.run(&s, "POST", &format!("/invoke/{fid}"), big.clone())
         .await; // 413

@@ -54,7 +54,7 @@ chmod a+x /var/tmp "$STATE" 2>/dev/null || true
 export FNRS_TEST_PY_VENV="$STATE/py"
 export FNRS_TEST_PY_FDK="$STATE/py/bin/fdk"
 export FNRS_TEST_NODE_MODULES="$STATE/node/node_modules"
-[ -x scripts/setup-examples.sh ] && bash scripts/setup-examples.sh
+bash scripts/setup-examples.sh
 
 step "format and lints"
 cargo fmt --all -- --check
@@ -63,8 +63,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast
 
-if [ "${FNRS_SKIP_FUZZ:-}" != 1 ] && [ -x fuzz/run.sh ]; then
-  step "fuzzing (bounded)"
-  bash fuzz/run.sh "${FNRS_FUZZ_SECONDS:-45}"
+if [ "${FNRS_SKIP_FUZZ:-}" != 1 ]; then
+  step "fuzzing (bounded: every parser of function output)"
+  command -v cargo-fuzz >/dev/null || RUSTC_BOOTSTRAP=1 cargo install -q cargo-fuzz --locked
+  sh fuzz/run.sh "${FNRS_FUZZ_SECONDS:-45}"
 fi
 step "done"

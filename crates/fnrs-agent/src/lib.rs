@@ -166,9 +166,13 @@ impl Agent {
     }
 
     /// Check a fn's image with the driver that would run it (on create/update).
+    /// An image no driver handles is accepted (Fn accepts any image); its
+    /// calls answer 503 naming the problem.
     pub async fn check_image(&self, image: &str) -> Result<(), Error> {
-        let driver = self.driver_for(image)?;
-        driver.check_image(image).await.map_err(driver_error)
+        match self.drivers.iter().find(|d| d.handles(image)) {
+            Some(d) => d.check_image(image).await.map_err(driver_error),
+            None => Ok(()),
+        }
     }
 
     /// Health of the agent and its drivers.
@@ -242,7 +246,7 @@ impl Agent {
             }
             Err(e) => {
                 finish_record(&mut record, Some(e.status), Some(&e));
-                metrics::counter!("fn_calls_total", "outcome" => outcome_label(Some(&e)))
+                metrics::counter!("fn_calls_total", "fn_id" => record.fn_id.clone(), "outcome" => outcome_label(Some(&e)))
                     .increment(1);
                 self.recorder.call(record);
                 Err(CallError::new(Some(&call_id), e))
@@ -658,7 +662,8 @@ impl Agent {
         match result {
             Ok(resp) => {
                 finish_record(record, status, err.as_ref());
-                metrics::counter!("fn_calls_total", "outcome" => "success").increment(1);
+                metrics::counter!("fn_calls_total", "fn_id" => record.fn_id.clone(), "outcome" => "success")
+                    .increment(1);
                 self.recorder.call(record.clone());
                 Ok(resp)
             }
@@ -942,7 +947,8 @@ impl body::Finish for HotFinish {
         };
         inst.logs.end();
         finish_record(&mut record, Some(status), err.as_ref());
-        metrics::counter!("fn_calls_total", "outcome" => outcome_label(err.as_ref())).increment(1);
+        metrics::counter!("fn_calls_total", "fn_id" => record.fn_id.clone(), "outcome" => outcome_label(err.as_ref()))
+            .increment(1);
         metrics::histogram!("fn_call_duration_seconds").record(started.elapsed().as_secs_f64());
         agent.recorder.call(record);
         agent.release(&pool, inst, ok);
@@ -967,10 +973,13 @@ async fn reaper(agent: std::sync::Weak<Agent>) {
             }
             pools.retain(|_, p| !(p.is_retired() && p.idle_count() == 0));
         }
+        let idle: usize = agent.pools.lock().values().map(|p| p.idle_count()).sum();
         for inst in expired {
             agent.teardown(inst);
         }
-        metrics::gauge!("fn_instances").set(agent.live.lock().len() as f64);
+        let live = agent.live.lock().len();
+        metrics::gauge!("fn_instances", "state" => "idle").set(idle as f64);
+        metrics::gauge!("fn_instances", "state" => "busy").set(live.saturating_sub(idle) as f64);
     }
 }
 

@@ -241,6 +241,10 @@ impl Invoker for AgentInvoker {
     async fn health(&self) -> serde_json::Value {
         self.0.health().await
     }
+
+    async fn check_image(&self, image: &str) -> Result<(), Error> {
+        self.0.check_image(image).await
+    }
 }
 
 /// The invoke path's lookups, from the read cache.

@@ -170,3 +170,34 @@ async fn sigterm_lets_in_flight_calls_finish_and_leaves_nothing() {
     assert_eq!((status, body.as_str()), (200, "done sleep 1.5"));
     s.stop_and_check_clean(&id, &[d.dir.path()]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_outside_the_process_roots_are_refused() {
+    let allowed = sleeper();
+    let other = sleeper();
+    let roots = allowed.dir.path().display().to_string();
+    let s = Srv::start_with(&[("FN_PROCESS_ROOTS", roots.as_str())]).await;
+    let ok = s.func("inside", &allowed.image(), json!({})).await;
+    let (st, body) = s
+        .json(
+            "POST",
+            "/v2/fns",
+            Some(json!({"app_id": s.app_id, "name": "outside", "image": other.image()})),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let (st, body) = s
+        .json(
+            "PUT",
+            &format!("/v2/fns/{ok}"),
+            Some(json!({"image": "file:///nonexistent/dir"})),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+    // A container image is accepted (as Fn does); its calls name the problem.
+    let docker = s.func("img", "fnproject/hello:latest", json!({})).await;
+    let a = s.invoke(&docker, "x").await;
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(s.invoke(&ok, "fine").await.status, 200);
+}

@@ -70,8 +70,63 @@ enum Cmd {
     },
 }
 
+/// Fn's `<NAME>_FILE` convention: a `serve` setting may come from a file (a
+/// mounted secret, say). When neither the flag nor `<NAME>` is given and
+/// `<NAME>_FILE` names a file, its contents (without the final newline)
+/// become the flag.
+fn with_file_settings(
+    mut args: Vec<std::ffi::OsString>,
+) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    use clap::Args as _;
+    if args.get(1).is_none_or(|a| a != "serve") {
+        return Ok(args);
+    }
+    let cmd = serve::ServeArgs::augment_args(clap::Command::new("serve"));
+    let mut extra = Vec::new();
+    for arg in cmd.get_arguments() {
+        let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        let flag = format!("--{long}");
+        let given = args.iter().skip(2).any(|a| {
+            let a = a.to_string_lossy();
+            a == flag || a.starts_with(&format!("{flag}="))
+        });
+        if given || std::env::var_os(env).is_some() {
+            continue;
+        }
+        let mut file_var = env.to_os_string();
+        file_var.push("_FILE");
+        let Some(path) = std::env::var_os(&file_var) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "{}={}: {e}",
+                file_var.to_string_lossy(),
+                path.to_string_lossy()
+            )
+        })?;
+        let value = text.trim_end_matches(['\n', '\r']);
+        if arg.get_action().takes_values() {
+            extra.push(format!("{flag}={value}").into());
+        } else if matches!(value, "1" | "true" | "TRUE" | "True") {
+            extra.push(flag.into());
+        }
+    }
+    args.extend(extra);
+    Ok(args)
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args = match with_file_settings(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     let result = match cli.cmd {
         Cmd::Serve(args) => {
             serve::init_logging(&args);

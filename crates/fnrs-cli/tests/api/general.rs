@@ -264,7 +264,31 @@ async fn sigterm_stops_the_server_cleanly(b: Backend) {
     assert_eq!((st, v["items"].as_array().unwrap().len()), (200, 1));
 }
 
+async fn settings_from_name_file_variables(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = dir.path().join("lb");
+    std::fs::write(&lb, "https://lb.example\n").unwrap();
+    let max = dir.path().join("max");
+    std::fs::write(&max, "300").unwrap();
+    let s = Srv::start_with(
+        b,
+        ServerOptions::default()
+            .env("FN_PUBLIC_LB_URL_FILE", lb.to_str().unwrap())
+            .env("FN_MAX_REQUEST_SIZE_FILE", max.to_str().unwrap()),
+    )
+    .await;
+    let a = id(&s.app("a").await);
+    let f = s.func(&a, "f").await;
+    assert_eq!(
+        f["annotations"]["fnproject.io/fn/invokeEndpoint"],
+        format!("https://lb.example/invoke/{}", id(&f))
+    );
+    let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(400));
+    assert_eq!(s.raw("POST", "/v2/apps", &big).await.status(), 413);
+}
+
 both!(
+    settings_from_name_file_variables,
     sigterm_stops_the_server_cleanly,
     root_and_version,
     unknown_path_is_404,

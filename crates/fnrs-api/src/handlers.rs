@@ -85,7 +85,28 @@ fn out_app(mut a: App) -> App {
     a
 }
 
-fn out_fn(mut f: Fn, base: Option<&str>) -> Fn {
+/// A fn as Fn writes it: Go's field order (`shape` between the timestamps).
+#[derive(serde::Serialize)]
+pub(crate) struct FnOut {
+    id: String,
+    name: String,
+    app_id: String,
+    image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<String>,
+    memory: u64,
+    timeout: i32,
+    idle_timeout: i32,
+    config: fnrs_model::Config,
+    #[serde(skip_serializing_if = "Annotations::is_empty")]
+    annotations: Annotations,
+    created_at: DateTime,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    shape: String,
+    updated_at: DateTime,
+}
+
+fn out_fn(mut f: Fn, base: Option<&str>) -> FnOut {
     if let Some(base) = base {
         f.annotations.insert(
             ANNOTATION_INVOKE_ENDPOINT.to_owned(),
@@ -93,7 +114,21 @@ fn out_fn(mut f: Fn, base: Option<&str>) -> Fn {
         );
     }
     sorted(&mut f.annotations);
-    f
+    FnOut {
+        id: f.id,
+        name: f.name,
+        app_id: f.app_id,
+        image: f.image,
+        format: f.format,
+        memory: f.memory,
+        timeout: f.timeout,
+        idle_timeout: f.idle_timeout,
+        config: f.config,
+        annotations: f.annotations,
+        created_at: f.created_at,
+        shape: f.shape,
+        updated_at: f.updated_at,
+    }
 }
 
 fn out_trigger(mut t: Trigger, app_name_and_base: Option<(&str, &str)>) -> Trigger {
@@ -236,7 +271,7 @@ pub(crate) async fn list_fns(State(s): S, headers: HeaderMap, RawQuery(q): RawQu
     };
     let fns = s.store.list_fns(&filter).await?;
     let base = base_url(&s, &headers);
-    let fns: Vec<Fn> = fns.into_iter().map(|f| out_fn(f, Some(&base))).collect();
+    let fns: Vec<FnOut> = fns.into_iter().map(|f| out_fn(f, Some(&base))).collect();
     Ok(page(fns, filter.per_page, |f| &f.name))
 }
 

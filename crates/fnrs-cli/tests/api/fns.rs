@@ -226,6 +226,25 @@ async fn fn_shape_is_copied_from_app(b: Backend) {
         .post("/v2/fns", body(&id(&a), json!({"shape": "GENERIC_X86"})))
         .await;
     assert_eq!(f["shape"], "GENERIC_ARM");
+    // Fields in Fn's order (shape between the timestamps).
+    let keys: Vec<&str> = f.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "name",
+            "app_id",
+            "image",
+            "memory",
+            "timeout",
+            "idle_timeout",
+            "config",
+            "annotations",
+            "created_at",
+            "shape",
+            "updated_at"
+        ]
+    );
 }
 
 async fn fn_get_and_list_are_annotated(b: Backend) {

@@ -20,7 +20,9 @@ pub const RETRY_AFTER_SECS: &str = "15";
 /// An error answer: Fn's status and message, and the call id if a call was made.
 #[derive(Debug, Clone)]
 pub struct ApiError {
+    /// Fn's status and message.
     pub error: fnrs_model::Error,
+    /// Sent as `Fn-Call-Id` when set.
     pub call_id: Option<String>,
 }
 

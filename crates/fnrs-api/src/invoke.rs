@@ -24,10 +24,13 @@ pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<
 
 /// One call as the API hands it to the invoker.
 pub struct InvokeRequest {
+    /// The fn's app.
     pub app: Arc<App>,
+    /// The fn to call.
     pub func: Arc<Fn>,
     /// The HTTP trigger the call came through (`/t/…`), if any.
     pub trigger: Option<Arc<Trigger>>,
+    /// The request's method (always POST on `/invoke`).
     pub method: http::Method,
     /// Absolute original URL, `scheme://Host/path?query` (Fn's `Fn-Http-Request-Url`).
     pub url: String,
@@ -44,7 +47,9 @@ pub struct InvokeRequest {
 /// had been created (then the answer carries `Fn-Call-Id`).
 #[derive(Debug, Clone)]
 pub struct InvokeError {
+    /// The call's id, once the call exists.
     pub call_id: Option<String>,
+    /// Fn's status and message.
     pub error: Error,
 }
 

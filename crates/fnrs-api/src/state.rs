@@ -28,10 +28,16 @@ pub struct ApiConfig {
 
 /// Shared state of every handler.
 pub struct ApiState {
+    /// The store of the management API (writes go through the cache, if any,
+    /// so that it never serves stale lookups).
     pub store: Arc<dyn Datastore>,
+    /// Lookups of the invoke path (from memory).
     pub lookup: Arc<dyn Lookup>,
+    /// Runs calls.
     pub invoker: Arc<dyn Invoker>,
+    /// Settings.
     pub config: ApiConfig,
+    /// Makes the ids of new apps, fns and triggers.
     pub ids: Arc<IdGenerator>,
     /// Renders `/metrics`; `None` serves an empty page.
     pub metrics: Option<PrometheusHandle>,

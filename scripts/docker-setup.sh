@@ -4,6 +4,7 @@
 # as root on Debian. Nothing is fetched from a public container registry.
 #
 #   bash scripts/docker-setup.sh        # then: . /var/tmp/fnrs-docker/env.sh
+#   bash scripts/docker-setup.sh stop   # stops the dockerd and registry it started
 #
 # Steps (each printed):
 #   1. apt-get install docker.io docker-registry busybox-static apache2-utils
@@ -12,13 +13,15 @@
 #      $STATE/dockerd.log), wait for `docker info` (bounded);
 #   3. build the test images locally from testimages/: fnrs-test/shell
 #      (busybox + a default-format fn), fnrs-test/rust-hello (examples/rust-hello,
-#      static), fnrs-test/volume (an image with a VOLUME);
+#      static), fnrs-test/volume (an image with a VOLUME), fnrs-test/python
+#      (Debian's python3 from a debootstrap rootfs, cached as
+#      $STATE/python-base.tar, and the real `fdk` from PyPI);
 #   4. start a registry (Debian's docker-registry) on 127.0.0.1 with basic auth
 #      (htpasswd), storage under $STATE/registry, and push fnrs-test/shell there;
 #   5. write $STATE/env.sh with the variables the tests read:
 #        FNRS_TEST_DOCKER=1
 #        FNRS_TEST_DOCKER_IMAGE_SHELL, FNRS_TEST_DOCKER_IMAGE_RUST,
-#        FNRS_TEST_DOCKER_IMAGE_VOLUME
+#        FNRS_TEST_DOCKER_IMAGE_VOLUME, FNRS_TEST_DOCKER_IMAGE_PYTHON
 #        FNRS_TEST_REGISTRY (127.0.0.1:PORT), FNRS_TEST_REGISTRY_USER,
 #        FNRS_TEST_REGISTRY_PASS, FNRS_TEST_REGISTRY_IMAGE (pushed there)
 #
@@ -33,13 +36,26 @@ REG_USER=fnrs
 REG_PASS=fnrs-test-pass
 mkdir -p "$STATE"
 step() { printf '\n==> docker-setup: %s\n' "$*"; }
+
+if [ "${1:-}" = stop ]; then
+  # Stop what this script started (by the pids it recorded), nothing else.
+  for f in "$STATE/registry/registry.pid" "$STATE/dockerd.pid"; do
+    if [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
+      echo "stopping pid $(cat "$f") ($f)"
+      kill "$(cat "$f")" || true
+      for _ in $(seq 1 40); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.5; done
+    fi
+    rm -f "$f"
+  done
+  exit 0
+fi
 export DOCKER_BUILDKIT=0
 
 step "system packages"
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v docker-registry >/dev/null || need+=(docker-registry)
-[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' || need+=(busybox-static)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static) # a static /bin/busybox
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -97,11 +113,15 @@ else
   RUSTFLAGS='-C target-feature=+crt-static' cargo build -q -p rust-hello --target "$TRIPLE"
 fi
 BIN=$TARGET_DIR/$TRIPLE/debug/rust-hello
-if ldd "$BIN" 2>&1 | grep -qv 'not a dynamic\|statically linked'; then
-  echo "$BIN is not static:" >&2
-  ldd "$BIN" >&2
-  exit 1
-fi
+LDD=$(ldd "$BIN" 2>&1 || true)
+case "$LDD" in
+  *"not a dynamic"* | *"statically linked"*) echo "$BIN is static" ;;
+  *)
+    echo "$BIN is not static:" >&2
+    echo "$LDD" >&2
+    exit 1
+    ;;
+esac
 mkdir -p "$CTX/rust"
 cp "$BIN" "$CTX/rust/rust-hello"
 cp testimages/rust-hello/Dockerfile "$CTX/rust/Dockerfile"
@@ -152,12 +172,77 @@ docker push -q "$REG_IMAGE" >/dev/null
 docker rmi "$REG_IMAGE" >/dev/null
 echo "pushed $REG_IMAGE"
 
+step "test image fnrs-test/python (Debian python3 + the fdk from PyPI)"
+# The base is a debootstrap rootfs of the release this machine runs, from the
+# mirror its apt uses; its tarball is kept in $STATE between runs.
+if docker image inspect fnrs-test/python-base:latest >/dev/null 2>&1; then
+  echo "fnrs-test/python-base present"
+else
+  BASE_TAR=$STATE/python-base.tar
+  if [ ! -s "$BASE_TAR" ]; then
+    command -v debootstrap >/dev/null || {
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+    }
+    . /etc/os-release
+    MIRROR=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -1)
+    [ -n "$MIRROR" ] || MIRROR=$(grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}' | head -1)
+    ROOTFS=$(mktemp -d /var/tmp/fnrs-pyroot.XXXXXX)
+    echo "debootstrap $VERSION_CODENAME from $MIRROR (minutes; log: $STATE/debootstrap.log)"
+    if ! debootstrap --variant=minbase --include=python3 "$VERSION_CODENAME" "$ROOTFS" "$MIRROR" >"$STATE/debootstrap.log" 2>&1; then
+      tail -20 "$STATE/debootstrap.log" >&2
+      rm -rf "$ROOTFS"
+      exit 1
+    fi
+    rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
+    tar -C "$ROOTFS" -cf "$BASE_TAR.tmp" . && mv "$BASE_TAR.tmp" "$BASE_TAR"
+    rm -rf "$ROOTFS"
+  fi
+  docker import "$BASE_TAR" fnrs-test/python-base:latest
+fi
+PYV=$(docker run --rm --entrypoint /usr/bin/python3 fnrs-test/python-base:latest -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+FDK_DIR=$STATE/python-fdk-$PYV
+if [ ! -d "$FDK_DIR" ]; then
+  # pip of a python3 of the same version as the image's (wheels must match).
+  PIP_PY=""
+  for p in "python$PYV" python3 /usr/bin/python3; do
+    if command -v "$p" >/dev/null && [ "$("$p" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$PYV" ] \
+      && "$p" -m pip --version >/dev/null 2>&1; then
+      PIP_PY=$p
+      break
+    fi
+  done
+  PIP_ARGS=()
+  if [ -z "$PIP_PY" ] && [ "$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$PYV" ]; then
+    # Debian's own python3 (the image's): its pip from Debian's packages.
+    /usr/bin/python3 -m pip --version >/dev/null 2>&1 || {
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+    }
+    PIP_PY=/usr/bin/python3
+    PIP_ARGS=(--break-system-packages)
+  fi
+  if [ -z "$PIP_PY" ]; then
+    echo "no python$PYV with pip on this machine to install the fdk with" >&2
+    exit 1
+  fi
+  echo "pip install fdk with $PIP_PY into $FDK_DIR"
+  rm -rf "$FDK_DIR.tmp"
+  "$PIP_PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore "${PIP_ARGS[@]}" --target "$FDK_DIR.tmp" fdk
+  mv "$FDK_DIR.tmp" "$FDK_DIR"
+fi
+mkdir -p "$CTX/python"
+cp -a "$FDK_DIR" "$CTX/python/python"
+cp testimages/python/func.py testimages/python/fdk testimages/python/Dockerfile "$CTX/python/"
+docker build -q --build-arg BASE=fnrs-test/python-base:latest -t fnrs-test/python:latest "$CTX/python"
+
 step "environment for the tests: $STATE/env.sh"
 cat >"$STATE/env.sh" <<EOF
 export FNRS_TEST_DOCKER=1
 export FNRS_TEST_DOCKER_IMAGE_SHELL=fnrs-test/shell:latest
 export FNRS_TEST_DOCKER_IMAGE_RUST=fnrs-test/rust-hello:latest
 export FNRS_TEST_DOCKER_IMAGE_VOLUME=fnrs-test/volume:latest
+export FNRS_TEST_DOCKER_IMAGE_PYTHON=fnrs-test/python:latest
 export FNRS_TEST_REGISTRY=127.0.0.1:$PORT
 export FNRS_TEST_REGISTRY_USER=$REG_USER
 export FNRS_TEST_REGISTRY_PASS=$REG_PASS

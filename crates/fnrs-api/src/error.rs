@@ -130,6 +130,11 @@ impl IntoResponse for JsonResponse {
     }
 }
 
+/// Largest JSON body of the management API, whatever `FN_MAX_REQUEST_SIZE`
+/// says (an app, fn or trigger is a few KiB; this only stops absurd bodies
+/// from being held in memory).
+pub const MAX_JSON_BODY: usize = 16 << 20;
+
 /// A JSON request body. Anything that is not JSON of the expected shape is a
 /// 400 "Invalid JSON"; a body over `FN_MAX_REQUEST_SIZE` is a 413.
 pub struct FnJson<T>(pub T);
@@ -138,11 +143,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FnJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = match req.into_body().collect().await {
+        let body = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY);
+        let bytes = match body.collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) => {
-                let limited = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                let limited = e.is::<http_body_util::LengthLimitError>()
                     || e.to_string().contains("length limit exceeded");
                 return Err(if limited {
                     ApiError::content_too_large()

@@ -287,7 +287,23 @@ async fn settings_from_name_file_variables(b: Backend) {
     assert_eq!(s.raw("POST", "/v2/apps", &big).await.status(), 413);
 }
 
+async fn json_bodies_over_16_mib_are_413(b: Backend) {
+    let s = Srv::start(b).await;
+    let big = format!(
+        r#"{{"name":"a","config":{{"k":"{}"}}}}"#,
+        "x".repeat(17 << 20)
+    );
+    let r = s.raw("POST", "/v2/apps", &big).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "{\"message\":\"Request content too large\"}\n"
+    );
+    assert_eq!(s.get("/v2/apps").await.1, json!({"items": []}));
+}
+
 both!(
+    json_bodies_over_16_mib_are_413,
     settings_from_name_file_variables,
     sigterm_stops_the_server_cleanly,
     root_and_version,

@@ -641,3 +641,62 @@ async fn wait_outlives_the_request_timeout() {
     inst.destroy().await;
     assert_eq!(wait(inst.as_ref()).await.code, 137);
 }
+
+/// Removes the named networks when dropped.
+struct Networks(Vec<String>);
+
+impl Drop for Networks {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", n])
+                .output();
+        }
+    }
+}
+
+#[tokio::test]
+async fn containers_join_the_least_used_network() {
+    require_docker();
+    let mut cleanup = Cleanup(vec![]);
+    let names = vec![unique("neta"), unique("netb")];
+    let client = driver().client().unwrap();
+    for n in &names {
+        client
+            .create_network(bollard::models::NetworkCreateRequest {
+                name: n.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    // Containers first, so that they are removed before their networks.
+    let networks = Networks(names.clone());
+    let d = DockerDriver::new(DockerDriverConfig {
+        networks: names.clone(),
+        ..config(&unique("net"))
+    })
+    .unwrap();
+    let image = var("FNRS_TEST_DOCKER_IMAGE_SHELL");
+    let mut used = Vec::new();
+    let mut insts = Vec::new();
+    for _ in 0..2 {
+        let inst = d
+            .start(spec(&image, "sleep", false, &mut cleanup))
+            .await
+            .unwrap();
+        let info = client
+            .inspect_container(inst.id(), None::<InspectContainerOptions>)
+            .await
+            .unwrap();
+        used.push(info.host_config.unwrap().network_mode.unwrap());
+        insts.push(inst);
+    }
+    used.sort();
+    assert_eq!(used, names, "one container on each network");
+    for i in &insts {
+        i.destroy().await;
+    }
+    drop(cleanup);
+    drop(networks);
+}

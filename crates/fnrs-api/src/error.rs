@@ -96,6 +96,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(JSON_CONTENT_TYPE),
         );
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: the connection cannot be reused.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(
                 header::RETRY_AFTER,
@@ -135,6 +139,10 @@ impl IntoResponse for JsonResponse {
 /// from being held in memory).
 pub const MAX_JSON_BODY: usize = 16 << 20;
 
+/// How much of a refused body is still read before answering (closing a
+/// connection with unread data resets it, and the client may lose the answer).
+const DRAIN_LIMIT: usize = 256 << 10;
+
 /// A JSON request body. Anything that is not JSON of the expected shape is a
 /// 400 "Invalid JSON"; a body over `FN_MAX_REQUEST_SIZE` is a 413.
 pub struct FnJson<T>(pub T);
@@ -143,19 +151,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FnJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let body = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY);
-        let bytes = match body.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) => {
-                let limited = e.is::<http_body_util::LengthLimitError>()
-                    || e.to_string().contains("length limit exceeded");
-                return Err(if limited {
-                    ApiError::content_too_large()
-                } else {
-                    fnrs_model::Error::INVALID_JSON.into()
-                });
+        let mut body = req.into_body();
+        let mut bytes = Vec::new();
+        let mut over = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(f) => f,
+                // The FN_MAX_REQUEST_SIZE limit, or a broken body.
+                Err(e) if e.to_string().contains("length limit exceeded") => {
+                    return Err(ApiError::content_too_large());
+                }
+                Err(_) => return Err(fnrs_model::Error::INVALID_JSON.into()),
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if over > 0 || bytes.len() + data.len() > MAX_JSON_BODY {
+                // Over the cap: read (and drop) a little more so that the
+                // client gets the answer, then stop.
+                over += data.len();
+                if over > DRAIN_LIMIT {
+                    break;
+                }
+                continue;
             }
-        };
+            bytes.extend_from_slice(&data);
+        }
+        if over > 0 {
+            return Err(ApiError::content_too_large());
+        }
         serde_json::from_slice(&bytes)
             .map(FnJson)
             .map_err(|_| fnrs_model::Error::INVALID_JSON.into())

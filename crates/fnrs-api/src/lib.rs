@@ -38,6 +38,9 @@ async fn method_not_allowed(req: Request) -> Response {
     ApiError::method_not_allowed(req.method(), req.uri().path()).into_response()
 }
 
+/// Bodies up to this size are read before a 413 is sent (as Go's server does).
+const DRAIN_BEFORE_413: u64 = 256 << 10;
+
 /// `FN_MAX_REQUEST_SIZE`: a declared length over the limit is refused at once;
 /// a body without a length is cut at the limit.
 async fn limit_body(State(max): State<u64>, req: Request, next: Next) -> Response {
@@ -47,7 +50,16 @@ async fn limit_body(State(max): State<u64>, req: Request, next: Next) -> Respons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(n) if n > max => ApiError::too_large(n, max).into_response(),
+        Some(n) if n > max => {
+            // Read (and drop) a moderate body before answering: closing a
+            // connection with unread data resets it, and the client may lose
+            // the answer. Larger bodies are refused without reading.
+            if n <= DRAIN_BEFORE_413 {
+                let mut body = req.into_body();
+                while let Some(Ok(_)) = body.frame().await {}
+            }
+            ApiError::too_large(n, max).into_response()
+        }
         Some(_) => next.run(req).await,
         None => {
             let limit = usize::try_from(max).unwrap_or(usize::MAX);

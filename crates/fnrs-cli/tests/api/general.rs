@@ -291,7 +291,7 @@ async fn json_bodies_over_16_mib_are_413(b: Backend) {
     let s = Srv::start(b).await;
     let big = format!(
         r#"{{"name":"a","config":{{"k":"{}"}}}}"#,
-        "x".repeat(17 << 20)
+        "x".repeat(16 << 20)
     );
     let r = s.raw("POST", "/v2/apps", &big).await;
     assert_eq!(r.status(), 413);

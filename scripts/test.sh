@@ -54,6 +54,12 @@ chmod a+x /var/tmp "$STATE" 2>/dev/null || true
 export FNRS_TEST_PY_VENV="$STATE/py"
 export FNRS_TEST_PY_FDK="$STATE/py/bin/fdk"
 export FNRS_TEST_NODE_MODULES="$STATE/node/node_modules"
+# Sandboxed functions run as uid 65534: the checkout must be reachable by it.
+d=$ROOT
+while [ "$d" != / ]; do
+  runuser -u nobody -- test -x "$d" 2>/dev/null || chmod o+x "$d"
+  d=$(dirname "$d")
+done
 bash scripts/setup-examples.sh
 
 step "format and lints"

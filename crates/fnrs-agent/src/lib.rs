@@ -861,6 +861,11 @@ impl Agent {
         self.live.lock().remove(id);
     }
 
+    /// Answer new calls 503 from now on (in-flight ones go on).
+    pub fn stop_accepting(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
     /// Stop taking calls, let in-flight calls finish within `grace`, then end
     /// every instance, write what is pending and remove the iofs area.
     pub async fn shutdown(self: &Arc<Self>, grace: Duration) {

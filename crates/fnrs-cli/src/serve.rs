@@ -31,7 +31,7 @@ pub const ENV_API_CORS_ORIGINS: &str = "FN_API_CORS_ORIGINS";
 /// CORS: allowed request headers, comma-separated.
 pub const ENV_API_CORS_HEADERS: &str = "FN_API_CORS_HEADERS";
 /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
-pub const ENV_SHUTDOWN_GRACE_SECS: &str = "FN_SHUTDOWN_GRACE_SECS";
+pub const ENV_SHUTDOWN_TIMEOUT: &str = "FN_SHUTDOWN_TIMEOUT";
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -76,8 +76,8 @@ pub struct ServeArgs {
     #[arg(long, env = ENV_API_CORS_HEADERS)]
     pub api_cors_headers: Option<String>,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
-    #[arg(long, env = ENV_SHUTDOWN_GRACE_SECS, default_value_t = 30)]
-    pub shutdown_grace_secs: u64,
+    #[arg(long, env = ENV_SHUTDOWN_TIMEOUT, default_value_t = 30)]
+    pub shutdown_timeout: u64,
     #[command(flatten)]
     pub agent: crate::agent::AgentArgs,
 }
@@ -234,8 +234,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %bound, version = env!("CARGO_PKG_VERSION"), "fnrs serving");
 
     let token = shutdown.clone();
+    let draining = agent.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         signals.recv().await;
+        // New calls (also on kept-alive connections) get 503; running ones finish.
+        draining.stop_accepting();
         token.cancel();
     });
     let mut server = std::pin::pin!(server.into_future());
@@ -243,12 +246,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         r = &mut server => r.context("serving HTTP")?,
         _ = async {
             shutdown.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(args.shutdown_grace_secs)).await;
-        } => tracing::warn!(grace_secs = args.shutdown_grace_secs, "grace period over, closing remaining connections"),
+            tokio::time::sleep(Duration::from_secs(args.shutdown_timeout)).await;
+        } => tracing::warn!(grace_secs = args.shutdown_timeout, "grace period over, closing remaining connections"),
     }
     shutdown.cancel();
-    // In-flight calls had the grace period above; end every instance now.
-    crate::agent::stop_agent(&agent, Duration::from_secs(1)).await;
+    // Sync calls had the grace period above (they are HTTP requests); give
+    // detached ones a little more, then end every instance. A detached call
+    // cut short runs again at the next start.
+    crate::agent::stop_agent(&agent, Duration::from_secs(args.shutdown_timeout.min(5))).await;
     tracing::info!("fnrs stopped");
     Ok(())
 }

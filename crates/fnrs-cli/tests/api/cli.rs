@@ -289,7 +289,7 @@ fn serve_help_lists_every_setting() {
         "FN_LOG_FORMAT",
         "FN_MAX_REQUEST_SIZE",
         "FN_PUBLIC_LB_URL",
-        "FN_SHUTDOWN_GRACE_SECS",
+        "FN_SHUTDOWN_TIMEOUT",
         "FN_API_CORS_ORIGINS",
         "FN_API_CORS_HEADERS",
     ] {

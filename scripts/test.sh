@@ -30,6 +30,7 @@ PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 cleanup() {
   runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$PGDIR"
+  [ "${FNRS_KEEP_DOCKER:-}" = 1 ] || bash scripts/docker-setup.sh stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U postgres >/dev/null
@@ -61,6 +62,10 @@ while [ "$d" != / ]; do
   d=$(dirname "$d")
 done
 bash scripts/setup-examples.sh
+
+step "Docker engine, local registry and test images"
+bash scripts/docker-setup.sh
+. "${FNRS_DOCKER_STATE:-/var/tmp/fnrs-docker}/env.sh"
 
 step "format and lints"
 cargo fmt --all -- --check

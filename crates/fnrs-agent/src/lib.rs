@@ -507,9 +507,9 @@ impl Agent {
             self.config.max_log_size,
             echo,
             Arc::clone(&self.recorder),
+            // Lines written while starting go to the call that caused the start.
+            Some(&record.id),
         );
-        // Lines written while starting go to the call that caused the start.
-        logs.begin(&record.id);
         let conn = match (conn, watch, &iofs_dir) {
             (Some(c), _, _) => c,
             (None, Some(watch), Some(dir)) => {
@@ -640,8 +640,8 @@ impl Agent {
             self.config.max_log_size,
             !self.config.disable_debug_user_logs,
             Arc::clone(&self.recorder),
+            Some(&record.id),
         );
-        logs.begin(&record.id);
         let exit = {
             let inst = Arc::clone(&inst);
             async move {
@@ -651,7 +651,9 @@ impl Agent {
         };
         let started_at = Instant::now();
         let result = fnrs_protocol::cold_call(stdin, io.stdout, exit, req, self.limits).await;
-        logs.end();
+        // The log ends when the instance's streams do: a container's stderr
+        // can trail its exit. Dropping the handle finishes the call's log at EOF.
+        drop(logs);
         self.destroy_parts(&id, &inst, None).await;
         drop(reservation);
         let (status, err) = match &result {

@@ -60,15 +60,26 @@ impl LogHandle {
 
 /// Start capturing. The task ends when every stream has closed and the
 /// handle is dropped.
+///
+/// `call_id`: the call that lines go to from the first byte (the one that
+/// caused the instance to start), if any.
 pub(crate) fn spawn_capture(
     streams: Vec<Reader>,
     tags: LogTags,
     max_bytes: usize,
     echo: bool,
     recorder: Arc<Recorder>,
+    call_id: Option<&str>,
 ) -> LogHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(capture(streams, tags, max_bytes, echo, recorder, rx));
+    let current = call_id.map(|id| Current {
+        call_id: id.to_string(),
+        buf: Vec::new(),
+        truncated: false,
+    });
+    tokio::spawn(capture(
+        streams, tags, max_bytes, echo, recorder, rx, current,
+    ));
     LogHandle { ctl: tx }
 }
 
@@ -85,11 +96,11 @@ async fn capture(
     echo: bool,
     recorder: Arc<Recorder>,
     mut ctl: mpsc::UnboundedReceiver<LogCtl>,
+    mut current: Option<Current>,
 ) {
     let codec = || AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_LINE);
     let mut lines =
         futures::stream::select_all(streams.into_iter().map(|s| FramedRead::new(s, codec())));
-    let mut current: Option<Current> = None;
     let mut ctl_open = true;
     let mut streams_open = !lines.is_empty();
     while ctl_open || streams_open {
@@ -102,6 +113,8 @@ async fn capture(
                 None => streams_open = false,
             },
             msg = ctl.recv(), if ctl_open => match msg {
+                // Already this call's (the instance started for it): go on.
+                Some(LogCtl::Begin(call_id)) if current.as_ref().is_some_and(|c| c.call_id == call_id) => {}
                 Some(LogCtl::Begin(call_id)) => {
                     if let Some(done) = current.take() {
                         finish(done, &tags, &recorder);

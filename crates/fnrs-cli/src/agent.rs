@@ -11,6 +11,7 @@ use fnrs_agent::{Agent, AgentConfig, InvokeCall};
 use fnrs_api::{BoxBody, InvokeError, InvokeRequest, Invoker, Lookup};
 use fnrs_datastore::{CachedStore, Datastore};
 use fnrs_driver::Driver;
+use fnrs_driver_docker::{DockerDriver, DockerDriverConfig};
 use fnrs_driver_process::{NetworkMode, ProcessDriver, ProcessDriverConfig, SandboxMode};
 use fnrs_model::{App, Error, Fn, Trigger};
 
@@ -144,16 +145,15 @@ pub async fn start_agent(
     store: Arc<dyn Datastore>,
 ) -> anyhow::Result<Arc<Agent>> {
     let server_id = fnrs_model::new_id();
+    let config = args.agent_config(max_request_size, &server_id);
     let process = ProcessDriver::new(args.process_config(format!("{CGROUP_ROOT}/{server_id}")))
         .map_err(|e| anyhow::anyhow!("process driver: {e}"))?;
-    let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(process)];
-    let agent = Agent::start(
-        args.agent_config(max_request_size, &server_id),
-        store,
-        drivers,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?;
+    let docker = docker_driver(args, &server_id, &config.lock_dir)?;
+    // The process driver runs `file://` images, Docker everything else.
+    let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(process), Arc::new(docker)];
+    let agent = Agent::start(config, store, drivers)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     clean_dead_servers(&server_id).await;
     match agent.resume_pending().await {
         Ok(0) => {}
@@ -164,6 +164,23 @@ pub async fn start_agent(
         Err(e) => tracing::error!(error = %e, "reading pending detached calls failed"),
     }
     Ok(agent)
+}
+
+/// The Docker driver (settings from Fn's `FN_*`/`DOCKER_HOST` variables). It
+/// connects on first use, so fnrs starts without an engine: calls of
+/// container images then answer 503 and `/health` says why.
+fn docker_driver(
+    args: &AgentArgs,
+    server_id: &str,
+    lock_dir: &std::path::Path,
+) -> anyhow::Result<DockerDriver> {
+    let mut dc = DockerDriverConfig::from_lookup(|k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("docker driver: {e}"))?;
+    dc.server_id = server_id.to_string();
+    dc.max_pids = u64::from(args.max_pids);
+    let lock_dir = lock_dir.to_path_buf();
+    dc.is_live = Arc::new(move |id| fnrs_agent::server_is_live(&lock_dir, id));
+    DockerDriver::new(dc).map_err(|e| anyhow::anyhow!("docker driver: {e}"))
 }
 
 /// Remove the instance cgroups of servers that are not running any more

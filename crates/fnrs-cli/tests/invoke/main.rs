@@ -9,6 +9,7 @@
 
 mod common;
 
+mod docker;
 mod formats;
 mod hostile;
 mod lifecycle;

@@ -1,0 +1,117 @@
+//! The same calls on the Docker driver: Fn's function images on a real
+//! engine through `fnrs serve` (needs `scripts/docker-setup.sh`, whose
+//! `env.sh` names the locally built test images).
+
+use serde_json::json;
+
+use crate::common::Srv;
+
+fn image(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} must name a local test image: run scripts/docker-setup.sh and source its env.sh")
+    })
+}
+
+/// Containers of one server, by its label.
+fn containers_of(server_id: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=fnrs.server={server_id}")])
+        .output()
+        .expect("docker CLI runs");
+    assert!(out.status.success(), "docker ps: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_fdk_image_hot_through_invoke_and_trigger() {
+    let s = Srv::start().await;
+    let f = s
+        .func("rust-docker", &image("FNRS_TEST_DOCKER_IMAGE_RUST"), json!({}))
+        .await;
+    s.trigger(&f, "hello", "/docker").await;
+    let a = s.invoke(&f, r#"{"name":"Container"}"#).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["message"], "Hello Container");
+    assert_eq!(a.json()["call_id"], a.call_id().as_str());
+    let a = s
+        .send(
+            s.http
+                .post(s.url("/t/e2e/docker"))
+                .header("content-type", "application/json")
+                .body(r#"{"name":"Gw"}"#),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["message"], "Hello Gw");
+    assert_eq!(s.instances().await, 1, "one hot container served both calls");
+    let id = s.server_id().await;
+    assert_eq!(containers_of(&id).len(), 1);
+    let status = {
+        let mut s = s;
+        let st = s.server.stop();
+        drop(s);
+        st
+    };
+    assert!(status.is_some_and(|s| s.success()));
+    assert!(containers_of(&id).is_empty(), "SIGTERM removes the server's containers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_format_in_a_container_with_crash_and_oom() {
+    let s = Srv::start().await;
+    let img = image("FNRS_TEST_DOCKER_IMAGE_SHELL");
+    let echo = s.func("echo", &img, json!({"format": "default"})).await;
+    let a = s.invoke(&echo, "hello").await;
+    assert_eq!((a.status, a.body.as_str()), (200, "got:hello"), "{a:?}");
+    let log = s.log_with(&echo, &a.call_id(), "fn.sh started").await;
+    assert!(log.contains("fn.sh started"));
+
+    let crash = s
+        .func(
+            "crash",
+            &img,
+            json!({"format": "default", "config": {"FNRS_TEST_MODE": "crash"}}),
+        )
+        .await;
+    let a = s.invoke(&crash, "x").await;
+    assert_eq!(a.status, 502, "{a:?}");
+    assert_eq!(a.json()["message"], "container exit code 3");
+
+    let oom = s
+        .func(
+            "oom",
+            &img,
+            json!({"format": "default", "memory": 32, "config": {"FNRS_TEST_MODE": "oom"}}),
+        )
+        .await;
+    let a = s.invoke(&oom, "x").await;
+    assert_eq!(a.status, 502, "{a:?}");
+    assert!(
+        a.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("out of memory")),
+        "{a:?}"
+    );
+    let id = s.server_id().await;
+    assert!(containers_of(&id).is_empty(), "cold containers are removed after each call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_engine_answers_503_and_health_says_why() {
+    let s = Srv::start_with(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]).await;
+    let f = s.func("nodocker", "fnrs-test/none:latest", json!({})).await;
+    let a = s.invoke(&f, "x").await;
+    assert_eq!(a.status, 503, "{a:?}");
+    assert!(
+        a.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/nonexistent/docker.sock")),
+        "{a:?}"
+    );
+    assert_eq!(a.header("retry-after"), Some("15"));
+    let h = s.health().await;
+    assert_eq!(h["invoker"]["drivers"]["docker"]["ok"], false, "{h}");
+}

@@ -8,14 +8,21 @@ use crate::common::Srv;
 
 fn image(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} must name a local test image: run scripts/docker-setup.sh and source its env.sh")
+        panic!(
+            "{var} must name a local test image: run scripts/docker-setup.sh and source its env.sh"
+        )
     })
 }
 
 /// Containers of one server, by its label.
 fn containers_of(server_id: &str) -> Vec<String> {
     let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=fnrs.server={server_id}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=fnrs.server={server_id}"),
+        ])
         .output()
         .expect("docker CLI runs");
     assert!(out.status.success(), "docker ps: {out:?}");
@@ -29,7 +36,11 @@ fn containers_of(server_id: &str) -> Vec<String> {
 async fn rust_fdk_image_hot_through_invoke_and_trigger() {
     let s = Srv::start().await;
     let f = s
-        .func("rust-docker", &image("FNRS_TEST_DOCKER_IMAGE_RUST"), json!({}))
+        .func(
+            "rust-docker",
+            &image("FNRS_TEST_DOCKER_IMAGE_RUST"),
+            json!({}),
+        )
         .await;
     s.trigger(&f, "hello", "/docker").await;
     let a = s.invoke(&f, r#"{"name":"Container"}"#).await;
@@ -46,7 +57,11 @@ async fn rust_fdk_image_hot_through_invoke_and_trigger() {
         .await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.json()["message"], "Hello Gw");
-    assert_eq!(s.instances().await, 1, "one hot container served both calls");
+    assert_eq!(
+        s.instances().await,
+        1,
+        "one hot container served both calls"
+    );
     let id = s.server_id().await;
     assert_eq!(containers_of(&id).len(), 1);
     let status = {
@@ -56,7 +71,10 @@ async fn rust_fdk_image_hot_through_invoke_and_trigger() {
         st
     };
     assert!(status.is_some_and(|s| s.success()));
-    assert!(containers_of(&id).is_empty(), "SIGTERM removes the server's containers");
+    assert!(
+        containers_of(&id).is_empty(),
+        "SIGTERM removes the server's containers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +114,10 @@ async fn default_format_in_a_container_with_crash_and_oom() {
         "{a:?}"
     );
     let id = s.server_id().await;
-    assert!(containers_of(&id).is_empty(), "cold containers are removed after each call");
+    assert!(
+        containers_of(&id).is_empty(),
+        "cold containers are removed after each call"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

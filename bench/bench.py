@@ -45,8 +45,18 @@ def log(*a):
 
 
 def loadavg():
+    """Load average, and how many compilers (other people's builds) run."""
     with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
+        la = " ".join(f.read().split()[:3])
+    builds = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    builds += f.read().strip() in ("rustc", "cc1", "cc1plus", "ld", "cargo")
+            except OSError:
+                pass
+    return f"{la} (compilers {builds})"
 
 
 def taskset(cpu):
@@ -189,7 +199,7 @@ class Bench:
         log(f"fnrs pid {p.pid} on {addr} (cpu {cpu})")
         return Server(self, p, addr, data)
 
-    def start_direct(self, n, cpu, name="rust-hello"):
+    def start_direct(self, n, cpu, name="rust-hello", poll=0.005):
         """n instances of the function started alone (the floor)."""
         out = []
         for i in range(n):
@@ -205,7 +215,7 @@ class Bench:
             while not os.path.exists(sock):
                 if time.time() > deadline or p.poll() is not None:
                     sys.exit(f"floor instance did not create {sock}")
-                time.sleep(0.005)
+                time.sleep(poll)
         return out
 
     def stop_server(self, srv):
@@ -404,6 +414,21 @@ def cold_phase(b, srv, app_id, placement):
         v = [r[k] for r in rows if r.get(k) is not None]
         return statistics.median(v) if v else None
     summary = {k: med(k) for k in ["start_us", "ready_us", "ttfb_us", "total_us"]}
+    # The floor: the same binary started alone (no sandbox, no cgroup):
+    # time from spawn to its socket, then its first call.
+    floor = []
+    for _ in range(min(5, len(rows))):
+        t0 = time.perf_counter()
+        inst = b.start_direct(1, pl["server"], "rust-hello", poll=0.0002)
+        ready = (time.perf_counter() - t0) * 1e6
+        try:
+            r = b.load(pl["client"], [f"unix:{inst[0][1]}"], "/call",
+                       ["--requests", "1", "--fn-headers", "--max-seconds", "30"])
+        finally:
+            b.stop_direct(inst)
+        floor.append({"ready_us": ready, "first_call_us": r["latency"]["p50_us"]})
+    summary["floor_ready_us"] = statistics.median(x["ready_us"] for x in floor)
+    summary["floor_first_call_us"] = statistics.median(x["first_call_us"] for x in floor)
     if summary["ready_us"] is not None and summary["ttfb_us"] is not None:
         # What is neither the driver's start nor the wait for the socket:
         # routing, lookup, reservation before, and the call itself after.
@@ -424,10 +449,10 @@ def stream_phase(b, srv, app_id, placement):
         before = status_kb(srv.pid, "VmHWM")
         rss_before = srv.rss_kb()
         r = b.load(pl["client"], [srv.target], f"/invoke/{fn_id}",
-                   ["--requests", "1", "--body", str(size), "--max-seconds", "120"])
+                   ["--requests", "3", "--body", str(size), "--max-seconds", "120"])
         after = status_kb(srv.pid, "VmHWM")
         out[label] = {"ttfb_us": r["ttfb"]["p50_us"], "total_us": r["latency"]["p50_us"],
-                      "bytes": r["bytes"], "errors": r["errors"],
+                      "bytes": r["bytes"] // max(r["count"], 1), "errors": r["errors"],
                       "rss_before_kb": rss_before, "hwm_before_kb": before,
                       "hwm_after_kb": after, "hwm_reset": reset,
                       "peak_growth_kb": (after - before) if (after and before) else None}
@@ -436,7 +461,7 @@ def stream_phase(b, srv, app_id, placement):
     try:
         for label, size in [("1MiB", 1 << 20), ("64MiB", 64 << 20)]:
             r = b.load(pl["client"], [f"unix:{floor[0][1]}"], "/call",
-                       ["--requests", "1", "--fn-headers", "--body", str(size),
+                       ["--requests", "3", "--fn-headers", "--body", str(size),
                         "--warmup", "1", "--max-seconds", "120"])
             out[label]["floor_ttfb_us"] = r["ttfb"]["p50_us"]
             out[label]["floor_total_us"] = r["latency"]["p50_us"]
@@ -518,6 +543,28 @@ def profile_phase(b, srv, fn_id, placement, secs, clients):
         out[name] = path
     log(f"  profile written: {out['self']} {out['children']}")
     return out
+
+
+def profile_cold_phase(b, srv, app_id, placement, n):
+    """perf record (cpu-clock, dwarf call graphs) of the server during n
+    cold starts; also a per-thread wall-clock split from the call records."""
+    data = os.path.join(b.tmp, "perf-cold.data")
+    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "4999", "-g",
+                            "--call-graph", "dwarf,8192", "-p", str(srv.pid), "-o", data],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    b.args.cold_fns = n
+    cold = cold_phase(b, srv, app_id, placement)
+    rec.send_signal(signal.SIGINT)
+    rec.wait(120)
+    path = os.path.join(b.args.out, f"profile-cold-{placement}-children.txt")
+    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--percent-limit", "0.7",
+                          "-g", "none", "--children", "--sort", "symbol"],
+                         capture_output=True, text=True, timeout=600)
+    with open(path, "w") as fh:
+        fh.write(rep.stdout)
+    log(f"  cold profile written: {path} (data {data})")
+    return {"cold": cold["median"], "report": path, "data": data}
 
 
 # ---------------------------------------------------------- reporting ---
@@ -670,7 +717,7 @@ def print_report(res):
                   f"{f(r['ratio'], '', 2):>7}{f(r['fnrs_p50_us']):>9}{f(r['fnrs_p99_us']):>9}"
                   f"{f(r['floor_p50_us']):>9}{f(r['floor_p99_us']):>9}"
                   f"{f(r['cpu_us_per_call'], '', 1):>10}"
-                  f"{f(r['rss_kb'] and r['rss_kb'] / 1024, '', 1):>8}{f(r['instances']):>5}")
+                  f"{f(r['rss_kb'] and r['rss_kb'] / 1024, '', 1):>8}{f(r['instances']):>6}")
             if "idle" in pd:
                 for k, r in pd["idle"].items():
                     P(f"after {k} idle: n={r['count']} p50 {f(r['latency']['p50_us'])} us,"
@@ -682,7 +729,8 @@ def print_report(res):
                   f" {f(m.get('start_us'))}, +socket ready {f(m.get('ready_wait_us'))}"
                   f" (ready {f(m.get('ready_us'))}), rest to first byte"
                   f" {f(m.get('other_us'))}; first byte {f(m.get('ttfb_us'))},"
-                  f" total {f(m.get('total_us'))}")
+                  f" total {f(m.get('total_us'))}; the binary alone (no sandbox): socket"
+                  f" after {f(m.get('floor_ready_us'))}, first call {f(m.get('floor_first_call_us'))}")
             if "stream" in pd:
                 for k, r in pd["stream"].items():
                     P(f"stream {k}: ttfb {f(r['ttfb_us'])} us (direct"
@@ -723,6 +771,8 @@ def main():
     ap.add_argument("--profile", type=float, metavar="SECS",
                     help="only profile the server with perf for SECS under load")
     ap.add_argument("--profile-clients", type=int, default=1)
+    ap.add_argument("--profile-cold", type=int, metavar="N",
+                    help="only profile the server with perf during N cold starts")
     ap.add_argument("--log-level", default="warn")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     a = ap.parse_args()
@@ -765,6 +815,10 @@ def main():
                 fn_dir = b.bins[a.function + "-dir"]
                 fn_id = srv.fn(app_id, "hot", fn_dir)
                 srv.trigger(app_id, fn_id, "hot", "/hot")
+                if a.profile_cold:
+                    res["profile"] = profile_cold_phase(b, srv, app_id, pl, a.profile_cold)
+                    print(json.dumps(res["profile"], indent=1))
+                    return
                 if a.profile:
                     res["profile"] = profile_phase(b, srv, fn_id, pl, a.profile,
                                                    a.profile_clients)

@@ -516,6 +516,12 @@ def instances_phase(b, srv, app_id, counts):
     return out
 
 
+def compact(report, lines=200):
+    """perf's padding and long tails off, so reports stay readable in git."""
+    out = [re.sub(r"\s{3,}", "   ", ln).rstrip() for ln in report.splitlines()[:lines]]
+    return "\n".join(out) + "\n"
+
+
 def profile_phase(b, srv, fn_id, placement, secs, clients):
     """perf record (cpu-clock, dwarf call graphs) of the server under load."""
     pl = PLACEMENTS[placement]
@@ -539,7 +545,7 @@ def profile_phase(b, srv, fn_id, placement, secs, clients):
                              capture_output=True, text=True, timeout=600)
         path = os.path.join(b.args.out, f"profile-{placement}-c{clients}-{name}.txt")
         with open(path, "w") as fh:
-            fh.write(rep.stdout)
+            fh.write(compact(rep.stdout))
         out[name] = path
     log(f"  profile written: {out['self']} {out['children']}")
     return out
@@ -562,7 +568,7 @@ def profile_cold_phase(b, srv, app_id, placement, n):
                           "-g", "none", "--children", "--sort", "symbol"],
                          capture_output=True, text=True, timeout=600)
     with open(path, "w") as fh:
-        fh.write(rep.stdout)
+        fh.write(compact(rep.stdout))
     log(f"  cold profile written: {path} (data {data})")
     return {"cold": cold["median"], "report": path, "data": data}
 

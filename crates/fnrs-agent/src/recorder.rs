@@ -13,6 +13,9 @@ use tokio::task::JoinHandle;
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 512;
+/// How long records gather before a write: under load, one commit (and one
+/// fsync) covers many calls instead of one each.
+const GATHER: Duration = Duration::from_millis(5);
 /// How often old call records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -82,6 +85,7 @@ async fn run(store: Arc<dyn Datastore>, mut rx: mpsc::UnboundedReceiver<Record>,
     let mut flushes = Vec::new();
     let mut last_prune = tokio::time::Instant::now();
     while let Some(first) = rx.recv().await {
+        tokio::time::sleep(GATHER).await;
         let mut next = Some(first);
         let mut n = 0;
         while let Some(r) = next {

@@ -101,16 +101,11 @@ async fn run(store: Arc<dyn Datastore>, mut rx: mpsc::UnboundedReceiver<Record>,
                 None
             };
         }
-        if !calls.is_empty() {
-            if let Err(e) = store.put_calls(&calls).await {
-                tracing::error!(error = %e, count = calls.len(), "writing call records failed");
+        if !calls.is_empty() || !logs.is_empty() {
+            if let Err(e) = store.put_records(&calls, &logs).await {
+                tracing::error!(error = %e, calls = calls.len(), logs = logs.len(), "writing call records failed");
             }
             calls.clear();
-        }
-        if !logs.is_empty() {
-            if let Err(e) = store.put_logs(&logs).await {
-                tracing::error!(error = %e, count = logs.len(), "writing call logs failed");
-            }
             logs.clear();
         }
         for f in flushes.drain(..) {

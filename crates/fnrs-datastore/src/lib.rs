@@ -130,6 +130,12 @@ pub trait Datastore: Send + Sync + 'static {
     async fn put_calls(&self, calls: &[Call]) -> Result<()>;
     /// Append to or create call logs `(call_id, fn_id, bytes)`, in one transaction.
     async fn put_logs(&self, logs: &[(String, String, Vec<u8>)]) -> Result<()>;
+    /// Call records and logs together, in one transaction where the backend
+    /// can (the agent's group commit: one commit per batch of calls).
+    async fn put_records(&self, calls: &[Call], logs: &[(String, String, Vec<u8>)]) -> Result<()> {
+        self.put_calls(calls).await?;
+        self.put_logs(logs).await
+    }
     /// One call of a fn. Missing → 404 "Call not found".
     async fn get_call(&self, fn_id: &str, call_id: &str) -> Result<Call>;
     /// A fn's calls, newest (largest id) first, `id < cursor`, at most `per_page`.
@@ -218,6 +224,9 @@ impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
     }
     async fn put_logs(&self, logs: &[(String, String, Vec<u8>)]) -> Result<()> {
         (**self).put_logs(logs).await
+    }
+    async fn put_records(&self, calls: &[Call], logs: &[(String, String, Vec<u8>)]) -> Result<()> {
+        (**self).put_records(calls, logs).await
     }
     async fn get_call(&self, fn_id: &str, call_id: &str) -> Result<Call> {
         (**self).get_call(fn_id, call_id).await

@@ -910,21 +910,21 @@ impl Datastore for SqlStore {
     }
 
     async fn put_calls(&self, calls: &[Call]) -> Result<()> {
-        if calls.is_empty() {
+        self.put_records(calls, &[]).await
+    }
+
+    async fn put_logs(&self, logs: &[(String, String, Vec<u8>)]) -> Result<()> {
+        self.put_records(&[], logs).await
+    }
+
+    async fn put_records(&self, calls: &[Call], logs: &[(String, String, Vec<u8>)]) -> Result<()> {
+        if calls.is_empty() && logs.is_empty() {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
         for c in calls {
             upsert_call(&mut tx, c).await?;
         }
-        tx.commit().await.map_err(internal("put calls"))
-    }
-
-    async fn put_logs(&self, logs: &[(String, String, Vec<u8>)]) -> Result<()> {
-        if logs.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.begin_write().await?;
         for (call_id, fn_id, data) in logs {
             sqlx::query(
                 "INSERT INTO call_logs (call_id, fn_id, data) SELECT $1, $2, $3 \
@@ -937,7 +937,7 @@ impl Datastore for SqlStore {
             .await
             .map_err(internal("put logs"))?;
         }
-        tx.commit().await.map_err(internal("put logs"))
+        tx.commit().await.map_err(internal("put records"))
     }
 
     async fn get_call(&self, fn_id: &str, call_id: &str) -> Result<Call> {

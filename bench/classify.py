@@ -5,6 +5,8 @@ fnrs's hot path (first matching group wins) and print each group's share.
     perf script -i perf.data -F comm,tid,ip,sym > samples.txt
     python3 bench/classify.py samples.txt
 """
+import collections
+import sys
 samples=[];cur=None
 for line in open(sys.argv[1]):
     if not line.strip():

@@ -22,9 +22,11 @@ use bytes::Bytes;
 use fnrs_datastore::Datastore;
 use fnrs_driver::{Driver, DriverError, Instance, InstanceSpec};
 use fnrs_model::{App, Call, CallStatus, CallType, DateTime, Error, Fn, PendingCall, Trigger};
-use fnrs_protocol::{BoxBody, CallRequest, Format, HttpStreamConn, Limits, StdioConn};
+use fnrs_protocol::{
+    BoxBody, CallRequest, Format, HttpStreamConn, Limits, StdioConn, empty_body, full_body,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -1113,16 +1115,6 @@ fn driver_error(e: DriverError) -> Error {
             Error::INTERNAL
         }
     }
-}
-
-fn empty_body() -> BoxBody {
-    full_body(Bytes::new())
-}
-
-fn full_body(b: Bytes) -> BoxBody {
-    Full::new(b)
-        .map_err(|never: std::convert::Infallible| match never {})
-        .boxed_unsync()
 }
 
 /// Read a whole body, at most `limit` bytes (0 = no limit).

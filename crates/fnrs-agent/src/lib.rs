@@ -69,6 +69,25 @@ pub struct InvokeCall {
     pub detached: bool,
 }
 
+impl InvokeCall {
+    /// The request for the function (the fn's timeout counted from now),
+    /// and the app and fn it belongs to.
+    fn into_request(self, call_id: &str) -> (Arc<App>, Arc<Fn>, CallRequest) {
+        let secs = self.func.timeout.max(1);
+        let req = CallRequest {
+            call_id: call_id.to_string(),
+            deadline: DateTime::now().plus_secs(i64::from(secs)),
+            timeout: Duration::from_secs(secs as u64),
+            method: self.method,
+            url: self.url,
+            headers: self.headers,
+            gateway: self.trigger.is_some(),
+            body: self.body,
+        };
+        (self.app, self.func, req)
+    }
+}
+
 /// A failed call: Fn's status and message, and the call id when one was made.
 #[derive(Debug, Clone)]
 pub struct CallError {
@@ -269,17 +288,7 @@ impl Agent {
             .await?;
         record.status = CallStatus::Running;
         record.started_at = Some(DateTime::now());
-        let timeout = Duration::from_secs(call.func.timeout.max(1) as u64);
-        let req = CallRequest {
-            call_id: record.id.clone(),
-            deadline: DateTime::now().plus_secs(call.func.timeout.max(1) as i64),
-            timeout,
-            method: call.method,
-            url: call.url,
-            headers: call.headers,
-            gateway: call.trigger.is_some(),
-            body: call.body,
-        };
+        let (_, _, req) = call.into_request(&record.id);
         inst.logs.begin(&record.id);
         let started = Instant::now();
         let result = match &mut inst.conn {
@@ -595,27 +604,17 @@ impl Agent {
             }
         };
         let driver = Arc::clone(self.driver_for(&call.func.image)?);
-        let timeout = Duration::from_secs(call.func.timeout.max(1) as u64);
-        let req = CallRequest {
-            call_id: record.id.clone(),
-            deadline: DateTime::now().plus_secs(call.func.timeout.max(1) as i64),
-            timeout,
-            method: call.method.clone(),
-            url: call.url.clone(),
-            headers: call.headers,
-            gateway: call.trigger.is_some(),
-            body: call.body,
-        };
-        let mut env = instance_env(&call.app, &call.func, Format::Default, None);
+        let (app, func, req) = call.into_request(&record.id);
+        let mut env = instance_env(&app, &func, Format::Default, None);
         env.extend(fnrs_protocol::cold_env(&req));
         let id = fnrs_model::new_id();
         let spec = InstanceSpec {
             id: id.clone(),
-            app_id: call.app.id.clone(),
-            fn_id: call.func.id.clone(),
-            image: call.func.image.clone(),
+            app_id: app.id.clone(),
+            fn_id: func.id.clone(),
+            image: func.image.clone(),
             env,
-            memory_mb: call.func.memory,
+            memory_mb: func.memory,
             iofs_dir: None,
             stdin: true,
         };
@@ -635,8 +634,8 @@ impl Agent {
         let logs = spawn_capture(
             vec![io.stderr],
             LogTags {
-                app_id: call.app.id.clone(),
-                fn_id: call.func.id.clone(),
+                app_id: app.id.clone(),
+                fn_id: func.id.clone(),
                 instance_id: id.clone(),
             },
             self.config.max_log_size,

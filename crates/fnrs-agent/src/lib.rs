@@ -476,6 +476,7 @@ impl Agent {
             memory_mb: func.memory,
             iofs_dir: iofs_dir.clone(),
             stdin: pool.format.uses_stdin(),
+            syslog_url: app.syslog_url.clone().filter(|u| !u.is_empty()),
         };
         let started = match driver.start(spec).await {
             Ok(i) => i,
@@ -617,6 +618,7 @@ impl Agent {
             memory_mb: func.memory,
             iofs_dir: None,
             stdin: true,
+            syslog_url: app.syslog_url.clone().filter(|u| !u.is_empty()),
         };
         record.started_at = Some(DateTime::now());
         let mut started = driver.start(spec).await.map_err(driver_error)?;
@@ -1109,6 +1111,10 @@ fn driver_error(e: DriverError) -> Error {
         DriverError::Pull { status, message } => Error::with_message(status, message),
         DriverError::PullTimeout => Error::new(504, "Image pull timed out"),
         DriverError::Unavailable(m) => Error::with_message(503, m),
+        DriverError::Syslog(m) => {
+            tracing::warn!(error = %m, "the app's syslog cannot be used");
+            Error::new(500, "Syslog Unavailable")
+        }
         DriverError::Internal(m) => {
             tracing::error!(error = %m, "driver failed");
             Error::INTERNAL

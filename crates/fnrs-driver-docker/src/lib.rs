@@ -604,10 +604,7 @@ impl DockerDriver {
             binds,
             storage_opt,
             network_mode: network.map(str::to_string),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("none".to_string()),
-                config: None,
-            }),
+            log_config: Some(log_config(spec)),
             cap_drop: self.config.unprivileged.then(|| vec!["ALL".to_string()]),
             security_opt: self
                 .config
@@ -743,6 +740,11 @@ impl Driver for DockerDriver {
                     "creating container: {message}"
                 )));
             }
+            Err(BollardError::DockerResponseServerError { message, .. })
+                if spec.syslog_url.is_some() && message.contains("log") =>
+            {
+                return Err(DriverError::Syslog(message));
+            }
             Err(e) => return Err(self.engine_error("creating container", e)),
         }
         let id = spec.id.clone();
@@ -776,6 +778,11 @@ impl Driver for DockerDriver {
         if let Err(e) = docker.start_container(&id, None).await {
             demux.abort();
             let e = match e {
+                BollardError::DockerResponseServerError { message, .. }
+                    if spec.syslog_url.is_some() && message.contains("logging driver") =>
+                {
+                    DriverError::Syslog(message)
+                }
                 BollardError::DockerResponseServerError {
                     status_code,
                     message,
@@ -1070,6 +1077,31 @@ impl Drop for DockerInstance {
     }
 }
 
+/// The container's log driver: `none` (fnrs reads the output through the
+/// attach streams), or Docker's `syslog` driver when the app has a
+/// `syslog_url`, configured as Fn does (facility user, RFC 5424, a tag naming
+/// the app and fn). Attach still delivers the output for the call logs.
+fn log_config(spec: &InstanceSpec) -> HostConfigLogConfig {
+    match spec.syslog_url.as_deref().filter(|u| !u.is_empty()) {
+        None => HostConfigLogConfig {
+            typ: Some("none".to_string()),
+            config: None,
+        },
+        Some(url) => HostConfigLogConfig {
+            typ: Some("syslog".to_string()),
+            config: Some(HashMap::from([
+                ("syslog-address".to_string(), url.to_string()),
+                ("syslog-facility".to_string(), "user".to_string()),
+                ("syslog-format".to_string(), "rfc5424".to_string()),
+                (
+                    "tag".to_string(),
+                    format!("app_id={},fn_id={}", spec.app_id, spec.fn_id),
+                ),
+            ])),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1122,6 +1154,7 @@ mod tests {
             memory_mb: 64,
             iofs_dir: Some("/tmp/iofs123".into()),
             stdin: false,
+            syslog_url: None,
         };
         let b = d.container_body(&spec, None);
         let h = b.host_config.unwrap();

@@ -96,6 +96,7 @@ fn spec(image: &str, mode: &str, stdin: bool, cleanup: &mut Cleanup) -> Instance
         memory_mb: 64,
         iofs_dir: None,
         stdin,
+        syslog_url: None,
     }
 }
 

@@ -23,6 +23,7 @@ async fn a_dead_engine_is_unavailable_and_unhealthy() {
         memory_mb: 64,
         iofs_dir: None,
         stdin: false,
+        syslog_url: None,
     };
     match d.start(spec).await {
         Err(DriverError::Unavailable(m)) => assert!(m.contains(&host), "{m}"),

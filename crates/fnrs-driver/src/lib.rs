@@ -35,6 +35,10 @@ pub struct InstanceSpec {
     /// Whether the agent will write to the instance's stdin (stdin/stdout
     /// formats). Without it stdin is closed / `/dev/null`.
     pub stdin: bool,
+    /// The app's `syslog_url` (`udp://`, `tcp://`, `unix://`, `unixgram://`,
+    /// `tcp+tls://`): where a driver that can also sends the instance's
+    /// output (Docker's syslog log driver, as Fn does).
+    pub syslog_url: Option<String>,
 }
 
 /// The instance's standard streams, taken once by the agent.
@@ -88,6 +92,9 @@ pub enum DriverError {
     /// The driver cannot work at all right now (engine down, sandbox missing).
     #[error("{0}")]
     Unavailable(String),
+    /// The app's syslog could not be used (500 "Syslog Unavailable").
+    #[error("syslog unavailable: {0}")]
+    Syslog(String),
     /// Anything else on the system side (500).
     #[error("{0}")]
     Internal(String),

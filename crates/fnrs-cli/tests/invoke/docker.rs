@@ -136,3 +136,72 @@ async fn no_engine_answers_503_and_health_says_why() {
     let h = s.health().await;
     assert_eq!(h["invoker"]["drivers"]["docker"]["ok"], false, "{h}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_syslog_url_receives_the_container_output() {
+    let s = Srv::start().await;
+    let syslog = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = syslog.local_addr().unwrap().port();
+    let (st, app) = s
+        .json(
+            "POST",
+            "/v2/apps",
+            Some(json!({"name": "logged", "syslog_url": format!("udp://127.0.0.1:{port}")})),
+        )
+        .await;
+    assert_eq!(st, 200, "{app}");
+    let (st, f) = s
+        .json(
+            "POST",
+            "/v2/fns",
+            Some(json!({
+                "app_id": app["id"], "name": "echo", "format": "default",
+                "image": image("FNRS_TEST_DOCKER_IMAGE_SHELL"),
+            })),
+        )
+        .await;
+    assert_eq!(st, 200, "{f}");
+    let fn_id = f["id"].as_str().unwrap();
+    let a = s.invoke(fn_id, "to syslog").await;
+    assert_eq!((a.status, a.body.as_str()), (200, "got:to syslog"), "{a:?}");
+    // The engine's syslog driver sends the container's stderr line (RFC 5424,
+    // facility user, tagged with the app and fn ids).
+    let mut buf = vec![0u8; 8192];
+    let mut got = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !got.contains("fn.sh started") {
+        let n = tokio::time::timeout_at(deadline, syslog.recv(&mut buf))
+            .await
+            .expect("a syslog message within 10 s")
+            .unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains(&format!("fn_id={fn_id}")), "{got}");
+    // The call log is kept as well.
+    let log = s.log_with(fn_id, &a.call_id(), "fn.sh started").await;
+    assert!(log.contains("fn.sh started"));
+
+    // A syslog the engine cannot reach answers Fn's 500.
+    let (st, bad) = s
+        .json(
+            "POST",
+            "/v2/apps",
+            Some(json!({"name": "unlogged", "syslog_url": "tcp://127.0.0.1:1"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{bad}");
+    let (st, f) = s
+        .json(
+            "POST",
+            "/v2/fns",
+            Some(json!({
+                "app_id": bad["id"], "name": "echo", "format": "default",
+                "image": image("FNRS_TEST_DOCKER_IMAGE_SHELL"),
+            })),
+        )
+        .await;
+    assert_eq!(st, 200, "{f}");
+    let a = s.invoke(f["id"].as_str().unwrap(), "x").await;
+    assert_eq!(a.status, 500, "{a:?}");
+    assert_eq!(a.json()["message"], "Syslog Unavailable");
+}

@@ -96,6 +96,7 @@ pub fn spec(dir: &Path, memory_mb: u64) -> InstanceSpec {
         memory_mb,
         iofs_dir: None,
         stdin: false,
+        syslog_url: None,
     }
 }
 

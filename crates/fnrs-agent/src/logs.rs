@@ -14,6 +14,10 @@ use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 
 use crate::recorder::Recorder;
 
+/// How long a call's log stays open after the call, for output that trails
+/// the answer (unless the next call begins first).
+const TRAILING_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Longest line kept whole; longer lines are cut into pieces of this size.
 const MAX_LINE: usize = 16 * 1024;
 
@@ -103,6 +107,8 @@ async fn capture(
         futures::stream::select_all(streams.into_iter().map(|s| FramedRead::new(s, codec())));
     let mut ctl_open = true;
     let mut streams_open = !lines.is_empty();
+    // When the current call's log is to be closed (after its end).
+    let mut ending: Option<tokio::time::Instant> = None;
     while ctl_open || streams_open {
         tokio::select! {
             biased;
@@ -116,6 +122,7 @@ async fn capture(
                 // Already this call's (the instance started for it): go on.
                 Some(LogCtl::Begin(call_id)) if current.as_ref().is_some_and(|c| c.call_id == call_id) => {}
                 Some(LogCtl::Begin(call_id)) => {
+                    ending = None;
                     if let Some(done) = current.take() {
                         finish(done, &tags, &recorder);
                     }
@@ -128,16 +135,30 @@ async fn capture(
                     on_line(line.as_bytes(), &tags, current.as_mut(), max_bytes, echo);
                 }
                 Some(LogCtl::End) => {
-                    // Whatever is already in the pipes belongs to the call.
+                    // Whatever is already in the pipes belongs to the call, and so
+                    // does what trails it a little (a container's output arrives
+                    // through the engine after the answer): keep the log open for a
+                    // grace period, or until the next call begins.
                     while let Some(Some(Ok(line))) = futures::FutureExt::now_or_never(lines.next()) {
                         on_line(&line, &tags, current.as_mut(), max_bytes, echo);
                     }
-                    if let Some(done) = current.take() {
-                        finish(done, &tags, &recorder);
+                    if current.is_some() {
+                        ending = Some(tokio::time::Instant::now() + TRAILING_GRACE);
                     }
                 }
                 None => ctl_open = false,
             },
+            _ = async {
+                match ending {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                ending = None;
+                if let Some(done) = current.take() {
+                    finish(done, &tags, &recorder);
+                }
+            }
         }
     }
     if let Some(done) = current.take() {

@@ -10,6 +10,7 @@
 mod common;
 
 mod docker;
+mod drivers;
 mod formats;
 mod hostile;
 mod lifecycle;

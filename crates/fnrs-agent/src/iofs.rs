@@ -82,6 +82,23 @@ pub fn server_is_live(lock_dir: &Path, server_id: &str) -> bool {
     }
 }
 
+/// Whether `server_id` is known to have stopped: its lock file is in
+/// `lock_dir` but nobody holds it. Unlike `!server_is_live`, an id this
+/// machine has never seen (another host's server on a shared Docker engine)
+/// does not count as dead.
+pub fn server_is_dead(lock_dir: &Path, server_id: &str) -> bool {
+    if server_id.is_empty() {
+        return false;
+    }
+    match OpenOptions::new()
+        .write(true)
+        .open(lock_dir.join(format!("{server_id}.lock")))
+    {
+        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
+        Err(_) => false,
+    }
+}
+
 /// This server's iofs area.
 #[derive(Debug)]
 pub(crate) struct IofsRoot {
@@ -249,6 +266,12 @@ mod tests {
         assert!(server_is_live(locks.path(), "LIVE"));
         assert!(!server_is_live(locks.path(), "DEAD"));
         assert!(!server_is_live(locks.path(), "NEVER"));
+        assert!(server_is_dead(locks.path(), "DEAD"));
+        assert!(!server_is_dead(locks.path(), "LIVE"));
+        assert!(
+            !server_is_dead(locks.path(), "NEVER"),
+            "unknown is not dead"
+        );
         let _other_lock = ServerLock::acquire(locks.path(), "OTHER").unwrap();
         let other = IofsRoot::create(base.path(), "OTHER", locks.path()).unwrap();
         assert!(!stale.exists());

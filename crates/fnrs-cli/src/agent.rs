@@ -179,7 +179,9 @@ fn docker_driver(
     dc.server_id = server_id.to_string();
     dc.max_pids = u64::from(args.max_pids);
     let lock_dir = lock_dir.to_path_buf();
-    dc.is_live = Arc::new(move |id| fnrs_agent::server_is_live(&lock_dir, id));
+    // Containers are removed only for servers known to have stopped on this
+    // machine: the engine may be shared with servers elsewhere.
+    dc.is_live = Arc::new(move |id| !fnrs_agent::server_is_dead(&lock_dir, id));
     DockerDriver::new(dc).map_err(|e| anyhow::anyhow!("docker driver: {e}"))
 }
 

@@ -21,7 +21,6 @@ pub enum Kind {
 
 /// Where the function comes from for one driver.
 struct Target {
-    kind: Kind,
     dir: Option<FnDir>,
 }
 
@@ -40,7 +39,7 @@ impl Target {
                 &[("func.py", FUNC_PY), ("launch.sh", &launch)],
             )
         });
-        Self { kind, dir }
+        Self { dir }
     }
 
     fn image(&self) -> String {

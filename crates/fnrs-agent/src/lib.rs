@@ -54,7 +54,6 @@ const ERR_INIT_TIMEOUT: Error = Error::new(
     504,
     "Container initialization timed out, please ensure you are using the latest fdk and check the logs",
 );
-const ERR_SHUTTING_DOWN: Error = Error::new(503, "Timed out - server too busy");
 
 /// One call as the API hands it over.
 pub struct InvokeCall {
@@ -227,7 +226,7 @@ impl Agent {
         call: InvokeCall,
     ) -> Result<Response<BoxBody>, CallError> {
         if self.shutting_down.load(Ordering::Acquire) {
-            return Err(CallError::new(None, ERR_SHUTTING_DOWN));
+            return Err(CallError::new(None, ERR_BUSY));
         }
         let format =
             Format::parse(call.func.format.as_deref()).map_err(|e| CallError::new(None, e))?;

@@ -50,6 +50,12 @@ impl<S: Clone> Clone for CachedStore<S> {
     }
 }
 
+/// An app is cached under its id and its name.
+fn put_app(m: &mut Maps, a: &Arc<App>) {
+    m.apps.insert(a.id.clone(), a.clone());
+    m.app_names.insert(a.name.clone(), a.clone());
+}
+
 impl<S: Datastore> CachedStore<S> {
     /// Wraps `inner` with an empty cache.
     pub fn new(inner: S) -> Self {
@@ -107,10 +113,7 @@ impl<S: Datastore> CachedStore<S> {
         self.read_through(
             |m| m.apps.get(app_id).cloned(),
             || self.inner.get_app(app_id),
-            |m, a| {
-                m.apps.insert(a.id.clone(), a.clone());
-                m.app_names.insert(a.name.clone(), a.clone());
-            },
+            put_app,
         )
         .await
     }
@@ -120,10 +123,7 @@ impl<S: Datastore> CachedStore<S> {
         self.read_through(
             |m| m.app_names.get(name).cloned(),
             || self.inner.get_app_by_name(name),
-            |m, a| {
-                m.apps.insert(a.id.clone(), a.clone());
-                m.app_names.insert(a.name.clone(), a.clone());
-            },
+            put_app,
         )
         .await
     }

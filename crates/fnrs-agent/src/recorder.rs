@@ -91,6 +91,8 @@ async fn run(store: Arc<dyn Datastore>, mut rx: mpsc::UnboundedReceiver<Record>,
         while let Some(r) = next {
             match r {
                 Record::Call(c) => calls.push(*c),
+                // Nothing to keep: an empty log is not stored.
+                Record::Log(_, _, b) if b.is_empty() => {}
                 Record::Log(id, fn_id, b) => logs.push((id, fn_id, b.to_vec())),
                 Record::Flush(tx) => flushes.push(tx),
             }

@@ -459,7 +459,11 @@ pub(crate) async fn get_log(
 ) -> ApiResult {
     s.store.get_fn(&fn_id).await?;
     s.store.get_call(&fn_id, &call_id).await?;
-    let log = s.store.get_log(&call_id).await?;
+    // A call that wrote nothing has no stored log: its log is empty.
+    let log = match s.store.get_log(&call_id).await {
+        Err(e) if e == fnrs_model::Error::CALL_LOG_NOT_FOUND => Vec::new(),
+        other => other?,
+    };
     if wants_json(&headers) {
         return Ok(JsonResponse::ok(&json!({
             "message": "Successfully loaded log",

@@ -36,6 +36,7 @@ pub async fn run_all(store: Store) {
         round_trips,
         calls,
         logs,
+        record_batches,
         pending,
         concurrent_writers
     );
@@ -949,6 +950,69 @@ pub async fn logs(s: Store) {
         .await
         .unwrap();
     assert_eq!(s.get_log(&c3).await.unwrap(), big);
+    clean(&s).await;
+}
+
+/// One batch of records as the agent's recorder writes it: many calls and
+/// logs in one `put_records` (more rows than one statement holds), a record
+/// sent twice (the last one counts), records of a fn that is gone (dropped),
+/// and empty logs (nothing stored).
+pub async fn record_batches(s: Store) {
+    assert_empty_start(&s).await;
+    let a = app("batches");
+    s.insert_app(&a).await.unwrap();
+    let f = func(&a.id, "f");
+    s.insert_fn(&f).await.unwrap();
+    let gone = func(&a.id, "gone");
+    let ids = call_ids(150);
+    let mut calls: Vec<Call> = ids.iter().map(|id| call(&f, id)).collect();
+    let mut later = calls[7].clone();
+    later.status = CallStatus::Timeout;
+    later.error = Some("timed out".into());
+    later.http_status = Some(504);
+    calls.push(later.clone());
+    let orphan = call(&gone, &new_id());
+    calls.push(orphan.clone());
+    let mut logs: Vec<(String, String, Vec<u8>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), f.id.clone(), format!("line {i}\n").into_bytes()))
+        .collect();
+    logs.push((ids[3].clone(), f.id.clone(), b"second\n".to_vec()));
+    logs.push((ids[4].clone(), f.id.clone(), Vec::new()));
+    logs.push((orphan.id.clone(), gone.id.clone(), b"orphan".to_vec()));
+    let quiet = call(&f, &new_id());
+    calls.push(quiet.clone());
+    logs.push((quiet.id.clone(), f.id.clone(), Vec::new()));
+    s.put_records(&calls, &logs).await.unwrap();
+
+    let listed = s
+        .list_calls(&CallFilter {
+            fn_id: f.id.clone(),
+            cursor: None,
+            per_page: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 151);
+    assert_eq!(s.get_call(&f.id, &later.id).await.unwrap(), later);
+    assert_eq!(s.get_call(&f.id, &ids[8]).await.unwrap(), calls[8]);
+    assert_eq!(
+        s.get_call(&gone.id, &orphan.id).await.unwrap_err(),
+        Error::CALL_NOT_FOUND
+    );
+    assert_eq!(s.get_log(&ids[0]).await.unwrap(), b"line 0\n");
+    assert_eq!(s.get_log(&ids[149]).await.unwrap(), b"line 149\n");
+    assert_eq!(s.get_log(&ids[3]).await.unwrap(), b"line 3\nsecond\n");
+    assert_eq!(s.get_log(&ids[4]).await.unwrap(), b"line 4\n");
+    assert_eq!(
+        s.get_log(&orphan.id).await.unwrap_err(),
+        Error::CALL_LOG_NOT_FOUND
+    );
+    assert_eq!(
+        s.get_log(&quiet.id).await.unwrap_err(),
+        Error::CALL_LOG_NOT_FOUND
+    );
     clean(&s).await;
 }
 

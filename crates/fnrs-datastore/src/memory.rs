@@ -318,7 +318,8 @@ impl Datastore for MemoryStore {
     async fn put_logs(&self, logs: &[(String, String, Vec<u8>)]) -> Result<()> {
         let mut t = self.tables.lock();
         for (call_id, fn_id, bytes) in logs {
-            if !t.fns.contains_key(fn_id) {
+            // Nothing to keep for an empty log (as the SQL store).
+            if bytes.is_empty() || !t.fns.contains_key(fn_id) {
                 continue;
             }
             t.logs

@@ -485,17 +485,25 @@ fn call_kind(k: CallType) -> &'static str {
 
 /// Inserts or replaces one call record, unless its fn is gone. Returns
 /// whether a row was written.
+/// What an insert of a call record does when the record exists.
+macro_rules! upsert_call_tail {
+    () => {
+        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, type = excluded.type, \
+         method = excluded.method, url = excluded.url, trigger_id = excluded.trigger_id, \
+         created_at = excluded.created_at, started_at = excluded.started_at, \
+         completed_at = excluded.completed_at, http_status = excluded.http_status, \
+         error = excluded.error, stats = excluded.stats"
+    };
+}
+const UPSERT_CALL_TAIL: &str = upsert_call_tail!();
+
 async fn upsert_call(conn: &mut sqlx::AnyConnection, c: &Call) -> Result<bool> {
     let done = sqlx::query(concat!(
         "INSERT INTO calls (",
         call_cols!(),
         ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
-         WHERE EXISTS (SELECT 1 FROM fns WHERE id = $2) \
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status, type = excluded.type, \
-         method = excluded.method, url = excluded.url, trigger_id = excluded.trigger_id, \
-         created_at = excluded.created_at, started_at = excluded.started_at, \
-         completed_at = excluded.completed_at, http_status = excluded.http_status, \
-         error = excluded.error, stats = excluded.stats"
+         WHERE EXISTS (SELECT 1 FROM fns WHERE id = $2)",
+        upsert_call_tail!()
     ))
     .bind(&c.id)
     .bind(&c.fn_id)
@@ -515,6 +523,80 @@ async fn upsert_call(conn: &mut sqlx::AnyConnection, c: &Call) -> Result<bool> {
     .await
     .map_err(internal("put call"))?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Rows written by one multi-row `INSERT` (14 parameters each for calls:
+/// well under SQLite's and Postgres's limits).
+const ROWS_PER_INSERT: usize = 64;
+
+/// `head FROM (VALUES ($1, …, 0), …) AS v WHERE <the fn exists> tail`:
+/// `rows` rows of `cols` parameters, numbered in order, and then the row's
+/// index (column `cols + 1`, to keep the order with `ORDER BY`); the fn's id
+/// is each row's second column. Rows of fns deleted meanwhile are skipped.
+///
+/// SQLite gets anonymous `?` parameters: sqlx looks every parameter up by
+/// name, and SQLite's lookup of numbered names is linear in their number.
+fn multi_row_insert(backend: Backend, head: &str, cols: usize, rows: usize, tail: &str) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(head.len() + tail.len() + 96 + rows * cols * 6);
+    sql.push_str(head);
+    sql.push_str(" FROM (VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            sql.push_str(if c == 0 { "" } else { ", " });
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    let _ = write!(sql, "${}", r * cols + c + 1);
+                }
+            }
+        }
+        let _ = write!(sql, ", {r})");
+    }
+    sql.push_str(") AS v WHERE EXISTS (SELECT 1 FROM fns WHERE fns.id = v.column2)");
+    sql.push_str(tail);
+    sql
+}
+
+/// Insert or update call records in one statement.
+async fn insert_calls(
+    backend: Backend,
+    conn: &mut sqlx::AnyConnection,
+    calls: &[&Call],
+) -> Result<()> {
+    let sql = multi_row_insert(
+        backend,
+        concat!(
+            "INSERT INTO calls (",
+            call_cols!(),
+            ") SELECT column1, column2, column3, column4, column5, column6, column7, \
+             column8, column9, column10, column11, column12, column13, column14"
+        ),
+        14,
+        calls.len(),
+        UPSERT_CALL_TAIL,
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for c in calls {
+        q = q
+            .bind(&c.id)
+            .bind(&c.fn_id)
+            .bind(&c.app_id)
+            .bind(&c.trigger_id)
+            .bind(c.status.as_str())
+            .bind(call_kind(c.kind))
+            .bind(&c.method)
+            .bind(&c.url)
+            .bind(c.created_at.to_string())
+            .bind(c.started_at.map(|t| t.to_string()))
+            .bind(c.completed_at.map(|t| t.to_string()))
+            .bind(c.http_status.map(i64::from))
+            .bind(&c.error)
+            .bind(to_json(&c.stats));
+    }
+    q.execute(conn).await.map_err(internal("put calls"))?;
+    Ok(())
 }
 
 /// Fn's checks of a trigger against its app, its fn and the other triggers'
@@ -918,24 +1000,43 @@ impl Datastore for SqlStore {
     }
 
     async fn put_records(&self, calls: &[Call], logs: &[(String, String, Vec<u8>)]) -> Result<()> {
+        // An empty log is not stored: reading it answers an empty log when
+        // the call exists (see `get_log`).
+        let logs: Vec<&(String, String, Vec<u8>)> =
+            logs.iter().filter(|(_, _, d)| !d.is_empty()).collect();
         if calls.is_empty() && logs.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
-        for c in calls {
-            upsert_call(&mut tx, c).await?;
+        // A record sent twice in one batch is written once, as last sent
+        // (Postgres refuses to update one row twice in a statement).
+        let mut last = std::collections::HashMap::with_capacity(calls.len());
+        for (i, c) in calls.iter().enumerate() {
+            last.insert(c.id.as_str(), i);
         }
-        for (call_id, fn_id, data) in logs {
-            sqlx::query(
-                "INSERT INTO call_logs (call_id, fn_id, data) SELECT $1, $2, $3 \
-                 WHERE EXISTS (SELECT 1 FROM fns WHERE id = $2)",
-            )
-            .bind(call_id)
-            .bind(fn_id)
-            .bind(data)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal("put logs"))?;
+        let calls: Vec<&Call> = calls
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| last.get(c.id.as_str()) == Some(i))
+            .map(|(_, c)| c)
+            .collect();
+        let mut tx = self.begin_write().await?;
+        for chunk in calls.chunks(ROWS_PER_INSERT) {
+            insert_calls(self.backend, &mut tx, chunk).await?;
+        }
+        for chunk in logs.chunks(ROWS_PER_INSERT) {
+            let sql = multi_row_insert(
+                self.backend,
+                "INSERT INTO call_logs (call_id, fn_id, data) SELECT column1, column2, column3",
+                3,
+                chunk.len(),
+                // Chunks of a log are appended in the order given.
+                " ORDER BY column4",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (call_id, fn_id, data) in chunk {
+                q = q.bind(call_id).bind(fn_id).bind(data);
+            }
+            q.execute(&mut *tx).await.map_err(internal("put logs"))?;
         }
         tx.commit().await.map_err(internal("put records"))
     }

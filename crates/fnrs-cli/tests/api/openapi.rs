@@ -431,11 +431,18 @@ async fn responses_match_the_openapi_document(b: Backend) {
         .to_owned();
     c.run(&s, "GET", &format!("/v2/fns/{sh}/calls/{failed}"), None)
         .await;
+    // The log is written shortly after the call record (empty until then).
     for _ in 0..200 {
-        let (st, _) = c
-            .run(&s, "GET", &format!("/v2/fns/{sh}/calls/{failed}/log"), None)
+        let (st, v) = c
+            .run_with(
+                &s,
+                "GET",
+                &format!("/v2/fns/{sh}/calls/{failed}/log"),
+                None,
+                Some("application/json"),
+            )
             .await;
-        if st == 200 {
+        if st == 200 && v["log"]["log"].as_str().is_some_and(|l| !l.is_empty()) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

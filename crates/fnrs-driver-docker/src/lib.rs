@@ -7,7 +7,8 @@
 //! every start fails with [`DriverError::Unavailable`] and
 //! [`Driver::health`] says `"ok": false`.
 //!
-//! - **Image**: inspected locally; pulled when missing, with credentials
+//! - **Image**: inspected locally (trusted for [`IMAGE_CHECK_TTL`] after a
+//!   check; a create that finds it gone checks again); pulled when missing, with credentials
 //!   from [`ENV_DOCKER_AUTH`] or `~/.docker/config.json` (an entry matches the
 //!   image's registry or a parent domain of it; images without a registry use
 //!   Docker Hub's entry); concurrent pulls of one image are coalesced; a pull
@@ -341,6 +342,12 @@ impl DockerDriverConfig {
 
 type PullFuture = Shared<BoxFuture<'static, Result<(), DriverError>>>;
 
+/// How long an image found present and acceptable is trusted by
+/// [`Driver::start`] without inspecting it again (one engine request less per
+/// cold start). A create that then finds it gone checks (pulls) it again; a
+/// tag moved to an image with a `VOLUME` is noticed after this long.
+pub const IMAGE_CHECK_TTL: Duration = Duration::from_secs(60);
+
 /// Runs image references as containers on a Docker engine.
 pub struct DockerDriver {
     config: DockerDriverConfig,
@@ -351,6 +358,8 @@ pub struct DockerDriver {
     auth: RegistryAuth,
     /// Pulls in progress, by image reference.
     pulls: Arc<Mutex<HashMap<String, PullFuture>>>,
+    /// When each image reference was last found present and acceptable.
+    checked: Mutex<HashMap<String, std::time::Instant>>,
     /// Containers per network of [`DockerDriverConfig::networks`].
     network_use: Arc<Mutex<HashMap<String, usize>>>,
     /// The server host's name, given to containers on the default network.
@@ -432,6 +441,7 @@ impl DockerDriver {
             host,
             auth,
             pulls: Arc::new(Mutex::new(HashMap::new())),
+            checked: Mutex::new(HashMap::new()),
             network_use: Arc::new(Mutex::new(network_use)),
             hostname,
         })
@@ -495,7 +505,24 @@ impl DockerDriver {
         if has_volume && !self.config.enable_volume {
             return Err(DriverError::BadImage("image has Volume definition".into()));
         }
+        self.checked
+            .lock()
+            .insert(image.to_string(), std::time::Instant::now());
         Ok(())
+    }
+
+    /// Whether `image` passed [`DockerDriver::ensure_image`] within
+    /// [`IMAGE_CHECK_TTL`].
+    fn recently_checked(&self, image: &str) -> bool {
+        let mut checked = self.checked.lock();
+        match checked.get(image) {
+            Some(t) if t.elapsed() < IMAGE_CHECK_TTL => true,
+            Some(_) => {
+                checked.remove(image);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Pull, coalesced with any pull of the same image in progress, bounded by
@@ -719,7 +746,12 @@ impl Driver for DockerDriver {
 
     async fn start(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, DriverError> {
         let docker = self.client()?;
-        self.ensure_image(&spec.image).await?;
+        let t0 = std::time::Instant::now();
+        let trusted = self.recently_checked(&spec.image);
+        if !trusted {
+            self.ensure_image(&spec.image).await?;
+        }
+        let t_image = t0.elapsed();
         let network = self.take_network();
         let release = NetworkLease {
             uses: Arc::clone(&self.network_use),
@@ -729,7 +761,24 @@ impl Driver for DockerDriver {
         let opts = CreateContainerOptionsBuilder::default()
             .name(&spec.id)
             .build();
-        match docker.create_container(Some(opts), body).await {
+        let mut created = docker
+            .create_container(Some(opts.clone()), body.clone())
+            .await;
+        if trusted
+            && matches!(
+                created,
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                })
+            )
+        {
+            // The image went away since it was checked: check (pull) again.
+            self.checked.lock().remove(&spec.image);
+            self.ensure_image(&spec.image).await?;
+            created = docker.create_container(Some(opts), body).await;
+        }
+        match created {
             Ok(_) => {}
             Err(BollardError::DockerResponseServerError {
                 status_code: 404,
@@ -747,6 +796,7 @@ impl Driver for DockerDriver {
             }
             Err(e) => return Err(self.engine_error("creating container", e)),
         }
+        let t_create = t0.elapsed();
         let id = spec.id.clone();
         // From here on, failures remove the container.
         let cleanup = |e: DriverError| {
@@ -770,6 +820,7 @@ impl Driver for DockerDriver {
             Ok(a) => a,
             Err(e) => return Err(cleanup(self.engine_error("attaching container", e)).await),
         };
+        let t_attach = t0.elapsed();
         // Wait is set up before start so that a fast exit is not missed.
         let (exit_tx, exit_rx) = watch::channel(None::<ExitInfo>);
         let (out_w, out_r) = tokio::io::duplex(64 * 1024);
@@ -801,7 +852,15 @@ impl Driver for DockerDriver {
                 let _ = exit_tx.send(Some(info));
             })
         };
-        tracing::debug!(container = %id, image = %spec.image, "container started");
+        tracing::debug!(
+            container = %id,
+            image = %spec.image,
+            image_us = t_image.as_micros() as u64,
+            create_us = t_create.as_micros() as u64,
+            attach_us = t_attach.as_micros() as u64,
+            start_us = t0.elapsed().as_micros() as u64,
+            "container started"
+        );
         let stdin: Option<Pin<Box<dyn AsyncWrite + Send>>> = if spec.stdin {
             Some(attached.input)
         } else {

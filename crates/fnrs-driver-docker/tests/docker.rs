@@ -525,6 +525,62 @@ async fn pulls_from_a_registry_with_auth_and_runs_it() {
 }
 
 #[tokio::test]
+async fn an_image_removed_after_a_start_is_pulled_again() {
+    // The driver trusts a checked image for a while; a create that finds it
+    // gone must check (and so pull) it again instead of failing.
+    let (user, pass) = (
+        var("FNRS_TEST_REGISTRY_USER"),
+        var("FNRS_TEST_REGISTRY_PASS"),
+    );
+    let d = registry_driver(Some(registry_auth(&user, &pass)));
+    let docker = d.client().unwrap();
+    // A tag of its own in the registry, so no other test removes it.
+    let repo = format!("{}/fnrs-test/shell", var("FNRS_TEST_REGISTRY"));
+    let tag = unique("again");
+    let image = format!("{repo}:{tag}");
+    let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
+        .repo(&repo)
+        .tag(&tag)
+        .build();
+    docker
+        .tag_image(&var("FNRS_TEST_DOCKER_IMAGE_SHELL"), Some(opts))
+        .await
+        .unwrap();
+    let creds = bollard::auth::DockerCredentials {
+        username: Some(user),
+        password: Some(pass),
+        serveraddress: Some(var("FNRS_TEST_REGISTRY")),
+        ..Default::default()
+    };
+    let opts = bollard::query_parameters::PushImageOptionsBuilder::default()
+        .tag(&tag)
+        .build();
+    let mut push = docker.push_image(&repo, Some(opts), Some(creds));
+    while let Some(item) = tokio::time::timeout(LONG, futures::StreamExt::next(&mut push))
+        .await
+        .expect("push did not end in time")
+    {
+        let info = item.unwrap();
+        assert!(info.error_detail.is_none(), "push failed: {info:?}");
+    }
+    remove_local_image(&d, &image).await;
+    for round in 0..2 {
+        let mut cleanup = Cleanup(vec![]);
+        let mut inst = d
+            .start(spec(&image, "echo", true, &mut cleanup))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        let io = inst.take_io().unwrap();
+        let mut stdin = io.stdin.unwrap();
+        stdin.write_all(b"again").await.unwrap();
+        stdin.shutdown().await.unwrap();
+        assert_eq!(read_all(io.stdout).await, "got:again", "round {round}");
+        inst.destroy().await;
+        remove_local_image(&d, &image).await;
+    }
+}
+
+#[tokio::test]
 async fn wrong_password_is_a_pull_error_with_the_registrys_status() {
     let d = registry_driver(Some(registry_auth(
         &var("FNRS_TEST_REGISTRY_USER"),

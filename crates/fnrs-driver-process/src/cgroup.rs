@@ -229,14 +229,17 @@ impl Cgroups {
         Ok(cg)
     }
 
-    /// Kill everything in every instance cgroup under the parents and remove
-    /// them. Returns how many cgroups were removed.
-    pub(crate) fn cleanup_all(&self) -> usize {
+    /// Kill everything in every instance cgroup under the parents but those
+    /// named in `keep` and remove them. Returns how many cgroups were
+    /// removed.
+    pub(crate) fn cleanup_all(&self, keep: &[std::ffi::OsString]) -> usize {
         let mut names = std::collections::BTreeSet::new();
         for p in &self.parents {
             if let Ok(rd) = std::fs::read_dir(p) {
                 for e in rd.flatten() {
-                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false)
+                        && !keep.contains(&e.file_name())
+                    {
                         names.insert(e.file_name());
                     }
                 }
@@ -292,37 +295,69 @@ impl InstanceCgroup {
     }
 
     fn set_limits(&self, memory_mb: u64, max_pids: u32) -> io::Result<()> {
-        let bytes = memory_mb.saturating_mul(1024 * 1024);
-        let mem = &self.dirs[0];
+        self.set_memory(memory_mb)?;
         match self.version {
             CgroupVersion::V1 => {
-                if memory_mb > 0 {
-                    std::fs::write(mem.join("memory.limit_in_bytes"), bytes.to_string())?;
-                    let memsw = mem.join("memory.memsw.limit_in_bytes");
-                    if memsw.exists() {
-                        std::fs::write(memsw, bytes.to_string())?;
-                    }
-                    // Best effort: older kernels only.
-                    let _ = std::fs::write(mem.join("memory.swappiness"), "0");
-                }
                 if let Some(pids) = self.dirs.get(1) {
                     std::fs::write(pids.join("pids.max"), max_pids.to_string())?;
                 }
             }
             CgroupVersion::V2 => {
-                if memory_mb > 0 {
-                    std::fs::write(mem.join("memory.max"), bytes.to_string())?;
-                    let swap = mem.join("memory.swap.max");
-                    if swap.exists() {
-                        std::fs::write(swap, "0")?;
-                    }
-                }
-                let pids = mem.join("pids.max");
+                let pids = self.dirs[0].join("pids.max");
                 if pids.exists() {
                     std::fs::write(pids, max_pids.to_string())?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Set the memory limit (no swap beyond it); 0 leaves it unlimited.
+    /// Also right for a cgroup that already has a (small) process in it.
+    pub(crate) fn set_memory(&self, memory_mb: u64) -> io::Result<()> {
+        if memory_mb == 0 {
+            return Ok(());
+        }
+        let bytes = memory_mb.saturating_mul(1024 * 1024);
+        let mem = &self.dirs[0];
+        match self.version {
+            CgroupVersion::V1 => {
+                // memsw must stay >= the limit: the limit first (both start
+                // unlimited).
+                std::fs::write(mem.join("memory.limit_in_bytes"), bytes.to_string())?;
+                let memsw = mem.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    std::fs::write(memsw, bytes.to_string())?;
+                }
+                // Best effort: older kernels only.
+                let _ = std::fs::write(mem.join("memory.swappiness"), "0");
+            }
+            CgroupVersion::V2 => {
+                std::fs::write(mem.join("memory.max"), bytes.to_string())?;
+                let swap = mem.join("memory.swap.max");
+                if swap.exists() {
+                    std::fs::write(swap, "0")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rename the cgroup (every directory) to `id` under the same parents:
+    /// a pooled launcher's cgroup becomes its instance's. A rename keeps
+    /// the processes in it (no migration). On error the old names stay.
+    pub(crate) fn rename(&mut self, id: &str) -> io::Result<()> {
+        let new: Vec<PathBuf> = self.dirs.iter().map(|d| d.with_file_name(id)).collect();
+        for (i, (old, to)) in self.dirs.iter().zip(&new).enumerate() {
+            if let Err(e) = std::fs::rename(old, to) {
+                // Undo the ones done.
+                for (o, t) in self.dirs.iter().zip(&new).take(i) {
+                    let _ = std::fs::rename(t, o);
+                }
+                return Err(e);
+            }
+        }
+        self.dirs = new;
         Ok(())
     }
 

@@ -40,8 +40,8 @@ pub(crate) struct ChildSetup {
     pub(crate) no_new_privs: bool,
     /// Set `PR_SET_PDEATHSIG` = SIGKILL (after the uid switch, which clears it).
     pub(crate) pdeathsig: bool,
-    /// An fd (close-on-exec in the parent) to pass on through exec.
-    pub(crate) keep_fd: Option<std::os::fd::RawFd>,
+    /// Fds (close-on-exec in the parent) to pass on through exec.
+    pub(crate) keep_fds: Vec<std::os::fd::RawFd>,
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
@@ -98,7 +98,7 @@ impl ChildSetup {
             if self.pdeathsig {
                 check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
             }
-            if let Some(fd) = self.keep_fd {
+            for &fd in &self.keep_fds {
                 check(libc::fcntl(fd, libc::F_SETFD, 0))?;
             }
         }
@@ -127,7 +127,60 @@ fn format_pid(pid: libc::pid_t, buf: &mut [u8; 24]) -> usize {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-static SPAWNER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+/// A dedicated thread that lives as long as the process and runs jobs
+/// (forks) one at a time.
+struct SpawnerThread {
+    name: &'static str,
+    tx: OnceLock<Option<mpsc::Sender<Job>>>,
+}
+
+impl SpawnerThread {
+    const fn new(name: &'static str) -> Self {
+        SpawnerThread {
+            name,
+            tx: OnceLock::new(),
+        }
+    }
+
+    async fn run<T, F>(&'static self, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name(self.name.into())
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        // Keep the thread alive whatever a job does.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        });
+        let Some(tx) = tx else {
+            return Some(f());
+        };
+        let (rtx, rrx) = tokio::sync::oneshot::channel();
+        let handle = tokio::runtime::Handle::current();
+        let job: Job = Box::new(move || {
+            let _guard = handle.enter();
+            let _ = rtx.send(f());
+        });
+        if let Err(mpsc::SendError(job)) = tx.send(job) {
+            job();
+        }
+        rrx.await.ok()
+    }
+}
+
+/// Forks instances started without a launcher from the pool.
+static SPAWNER: SpawnerThread = SpawnerThread::new("fnrs-spawner");
+/// Forks the pool's launchers (each fork waits ≈ 15 ms on a cgroup v1
+/// migration: kept off the thread that serves cold starts).
+static POOL_SPAWNER: SpawnerThread = SpawnerThread::new("fnrs-pool");
 
 /// Run `f` on the spawner thread and return its result (`None` if it
 /// panicked). Falls back to the calling thread if the spawner thread cannot
@@ -137,32 +190,16 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let tx = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("fnrs-spawner".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    // Keep the thread alive whatever a job does.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-            })
-            .ok()
-            .map(|_| tx)
-    });
-    let Some(tx) = tx else {
-        return Some(f());
-    };
-    let (rtx, rrx) = tokio::sync::oneshot::channel();
-    let handle = tokio::runtime::Handle::current();
-    let job: Job = Box::new(move || {
-        let _guard = handle.enter();
-        let _ = rtx.send(f());
-    });
-    if let Err(mpsc::SendError(job)) = tx.send(job) {
-        job();
-    }
-    rrx.await.ok()
+    SPAWNER.run(f).await
+}
+
+/// [`on_spawner_thread`] for the launcher pool's thread.
+pub(crate) async fn on_pool_thread<T, F>(f: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    POOL_SPAWNER.run(f).await
 }
 
 #[cfg(test)]

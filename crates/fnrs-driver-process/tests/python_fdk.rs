@@ -44,7 +44,7 @@ fn venv() -> PathBuf {
 #[tokio::test]
 async fn python_fdk_listens_inside_the_sandbox() {
     let venv = venv();
-    let (driver, _g) = driver(ProcessDriverConfig {
+    let (_g, driver) = driver(ProcessDriverConfig {
         ro_paths: vec![venv.clone()],
         ..config("python_fdk_listens_inside_the_sandbox")
     });
@@ -56,7 +56,7 @@ async fn python_fdk_listens_inside_the_sandbox() {
 #[tokio::test]
 async fn python_fdk_listens_unsandboxed() {
     let venv = venv();
-    let (driver, _g) = driver(ProcessDriverConfig {
+    let (_g, driver) = driver(ProcessDriverConfig {
         sandbox: SandboxMode::None,
         ..config("python_fdk_listens_unsandboxed")
     });

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 #[tokio::test]
 async fn runs_a_script_and_reads_its_streams() {
-    let (driver, _g) = driver(config("runs_a_script_and_reads_its_streams"));
+    let (_g, driver) = driver(config("runs_a_script_and_reads_its_streams"));
     assert!(driver.sandboxed());
     let f = script_fn("echo hello; echo oops >&2; echo \"foo=$FOO\"; exit 3");
     let mut inst = driver.start(spec(f.path(), 64)).await.expect("start");
@@ -41,7 +41,7 @@ fn cgroup_dirs(driver: &ProcessDriver, id: &str) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn the_sandbox_is_real() {
-    let (driver, _g) = driver(ProcessDriverConfig {
+    let (_g, driver) = driver(ProcessDriverConfig {
         network: NetworkMode::None,
         tmp_size_mb: 2,
         ..config("the_sandbox_is_real")
@@ -142,7 +142,7 @@ echo "envkeys=$(env | cut -d= -f1 | sort | tr '\n' ',')"
 
 #[tokio::test]
 async fn out_of_memory_is_reported() {
-    let (driver, _g) = driver(config("out_of_memory_is_reported"));
+    let (_g, driver) = driver(config("out_of_memory_is_reported"));
     let f =
         script_fn("exec /usr/bin/python3 -c \"x = b'a' * (256 << 20); print('survived', len(x))\"");
     let mut inst = driver.start(spec(f.path(), 32)).await.expect("start");
@@ -162,7 +162,7 @@ async fn out_of_memory_is_reported() {
 
 #[tokio::test]
 async fn within_the_memory_limit_nothing_is_oom_killed() {
-    let (driver, _g) = driver(config("within_the_memory_limit_nothing_is_oom_k"));
+    let (_g, driver) = driver(config("within_the_memory_limit_nothing_is_oom_k"));
     let f =
         script_fn("exec /usr/bin/python3 -c \"x = b'a' * (8 << 20); print('survived', len(x))\"");
     let mut inst = driver.start(spec(f.path(), 64)).await.expect("start");
@@ -174,7 +174,7 @@ async fn within_the_memory_limit_nothing_is_oom_killed() {
 #[tokio::test]
 async fn the_pids_limit_bounds_a_fork_bomb() {
     let limit = 20;
-    let (driver, _g) = driver(ProcessDriverConfig {
+    let (_g, driver) = driver(ProcessDriverConfig {
         max_pids: limit,
         ..config("the_pids_limit_bounds_a_fork_bomb")
     });
@@ -236,7 +236,7 @@ time.sleep(120)
 
 #[tokio::test]
 async fn destroy_leaves_no_process_and_no_cgroup() {
-    let (driver, _g) = driver(config("destroy_leaves_no_process_and_no_cgroup"));
+    let (_g, driver) = driver(config("destroy_leaves_no_process_and_no_cgroup"));
     let f = script_fn("sleep 1000 & (sleep 1000 &) ; echo ready; wait");
     let mut inst = driver.start(spec(f.path(), 64)).await.expect("start");
     let dirs = cgroup_dirs(&driver, inst.id());
@@ -273,7 +273,7 @@ async fn destroy_leaves_no_process_and_no_cgroup() {
 
 #[tokio::test]
 async fn dropping_an_instance_kills_it() {
-    let (driver, _g) = driver(config("dropping_an_instance_kills_it"));
+    let (_g, driver) = driver(config("dropping_an_instance_kills_it"));
     let f = script_fn("echo ready; exec sleep 1000");
     let mut inst = driver.start(spec(f.path(), 64)).await.expect("start");
     let dirs = cgroup_dirs(&driver, inst.id());
@@ -308,7 +308,7 @@ async fn dropping_an_instance_kills_it() {
 
 #[tokio::test]
 async fn cold_calls_get_stdin() {
-    let (driver, _g) = driver(config("cold_calls_get_stdin"));
+    let (_g, driver) = driver(config("cold_calls_get_stdin"));
     let f = script_fn("tr a-z A-Z");
     let mut spec = spec(f.path(), 64);
     spec.stdin = true;
@@ -330,7 +330,7 @@ async fn cold_calls_get_stdin() {
 
 #[tokio::test]
 async fn a_failing_entrypoint_ends_the_instance() {
-    let (driver, _g) = driver(config("a_failing_entrypoint_ends_the_instance"));
+    let (_g, driver) = driver(config("a_failing_entrypoint_ends_the_instance"));
     let f = script_fn("true");
     std::fs::write(
         f.path().join("func.yaml"),
@@ -345,7 +345,7 @@ async fn a_failing_entrypoint_ends_the_instance() {
 
 #[tokio::test]
 async fn cleanup_leftovers_kills_and_removes() {
-    let (driver, _g) = driver(config("cleanup_leftovers_kills_and_removes"));
+    let (_g, driver) = driver(config("cleanup_leftovers_kills_and_removes"));
     let parents = driver.cgroup_parents();
     assert!(!parents.is_empty());
     // A cgroup as a crashed server would leave it, with a live process.
@@ -374,7 +374,7 @@ async fn cleanup_leftovers_kills_and_removes() {
 async fn check_image_enforces_roots_and_access() {
     let allowed = open_tempdir(0o755);
     let other = open_tempdir(0o755);
-    let (driver, _g) = driver(ProcessDriverConfig {
+    let (_g, driver) = driver(ProcessDriverConfig {
         roots: vec![allowed.path().to_path_buf()],
         ..config("check_image_enforces_roots_and_access")
     });
@@ -464,7 +464,7 @@ async fn auto_without_bwrap_falls_back_loudly() {
         "{r:?}"
     );
 
-    let (driver, _g) = driver(ProcessDriverConfig {
+    let (_g, driver) = driver(ProcessDriverConfig {
         sandbox: SandboxMode::Auto,
         bwrap: Some(missing),
         ..config("auto_without_bwrap_falls_back_loudly")
@@ -541,7 +541,7 @@ async fn crashing_server_helper() {
 #[tokio::test]
 async fn instances_die_with_the_server_and_leftovers_are_cleaned() {
     let name = "instances_die_with_the_server";
-    let (driver, _g) = driver(config(name));
+    let (_g, driver) = driver(config(name));
     let mut server = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -602,7 +602,7 @@ async fn instances_die_with_the_server_and_leftovers_are_cleaned() {
 
 #[tokio::test]
 async fn without_seccomp_the_filtered_call_works() {
-    let (driver, _g) = driver(ProcessDriverConfig {
+    let (_g, driver) = driver(ProcessDriverConfig {
         seccomp: false,
         ..config("without_seccomp_the_filtered_call_works")
     });
@@ -626,6 +626,8 @@ async fn a_dead_servers_cgroup_parent_is_removed_whole() {
     // leftover instance.
     let d = ProcessDriver::new(ProcessDriverConfig {
         cgroup_parent: parent.to_string(),
+        // A dead server's launchers died with it: none here either.
+        pool_size: 0,
         ..config("unused")
     })
     .expect("driver");
@@ -667,7 +669,7 @@ async fn a_dead_servers_cgroup_parent_is_removed_whole() {
 async fn a_cancelled_start_leaves_nothing() {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
-    let (driver, _g) = driver(config("a_cancelled_start_leaves_nothing"));
+    let (_g, driver) = driver(config("a_cancelled_start_leaves_nothing"));
     // A sleep length no other test uses, to find survivors by.
     let f = script_fn("exec sleep 987654");
     // The spawner thread may win the race and finish the start before the

@@ -25,11 +25,13 @@ pub fn config(name: &str) -> ProcessDriverConfig {
     }
 }
 
-/// A driver and the guard that removes its parent cgroups at the end.
-pub fn driver(config: ProcessDriverConfig) -> (ProcessDriver, ParentGuard) {
+/// The guard that removes its parent cgroups at the end and the driver
+/// (declared in this order, the driver is dropped first: its launcher pool's
+/// cgroups are gone when the guard removes the parents).
+pub fn driver(config: ProcessDriverConfig) -> (ParentGuard, ProcessDriver) {
     let d = ProcessDriver::new(config).expect("driver");
     let g = ParentGuard(d.cgroup_parents());
-    (d, g)
+    (g, d)
 }
 
 /// Removes the test's parent cgroups when dropped (they are empty once
@@ -38,8 +40,16 @@ pub struct ParentGuard(pub Vec<PathBuf>);
 
 impl Drop for ParentGuard {
     fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_dir(p);
+        // An instance dropped at the end of a test is cleaned up in the
+        // background: give it a moment (bounded).
+        for _ in 0..200 {
+            for p in &self.0 {
+                let _ = std::fs::remove_dir(p);
+            }
+            if self.0.iter().all(|p| !p.exists()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

@@ -854,6 +854,7 @@ impl Driver for DockerDriver {
         };
         tracing::debug!(
             container = %id,
+            fn_id = %spec.fn_id,
             image = %spec.image,
             image_us = t_image.as_micros() as u64,
             create_us = t_create.as_micros() as u64,

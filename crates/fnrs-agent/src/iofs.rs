@@ -170,6 +170,23 @@ pub(crate) fn remove_dir(dir: &Path) {
     }
 }
 
+/// Drops its value on a blocking thread: closing an inotify fd waits for an
+/// SRCU grace period (≈ 10–20 ms measured), which must not delay the call.
+struct CloseInBackground<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> Drop for CloseInBackground<T> {
+    fn drop(&mut self) {
+        if let Some(v) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(move || drop(v));
+                }
+                Err(_) => drop(v),
+            }
+        }
+    }
+}
+
 /// Watches one iofs dir for `lsnr.sock`; created before the instance starts so
 /// that no event is missed.
 pub(crate) struct SocketWatch {
@@ -207,9 +224,10 @@ impl SocketWatch {
         exited: impl std::future::Future<Output = ()>,
     ) -> Result<(), NotReady> {
         let path = self.dir.join(SOCKET_NAME);
-        let mut events = self
-            .inotify
-            .and_then(|i| i.into_event_stream([0u8; 1024]).ok());
+        let mut events = CloseInBackground(
+            self.inotify
+                .and_then(|i| i.into_event_stream([0u8; 1024]).ok()),
+        );
         tokio::pin!(exited);
         let mut poll = tokio::time::interval(Duration::from_millis(25));
         loop {
@@ -225,13 +243,13 @@ impl SocketWatch {
                 }
                 _ = tokio::time::sleep_until(deadline) => return Err(NotReady::TimedOut),
                 ev = async {
-                    match events.as_mut() {
+                    match events.0.as_mut() {
                         Some(s) => s.next().await,
                         None => std::future::pending().await,
                     }
                 } => {
                     if ev.is_none() {
-                        events = None;
+                        events.0 = None;
                     }
                 }
                 _ = poll.tick() => {}

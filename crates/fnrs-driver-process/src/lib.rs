@@ -585,6 +585,35 @@ impl ProcessDriver {
         // The launcher pool: bwrap with --disable-userns (>= 0.8, so it
         // also has --clearenv) and bash.
         let mut pool = None;
+        // Prebuilt sandboxes need mounts on the host: root only.
+        let prebuilt = match (&bwrap, euid == 0 && drop_to.is_some()) {
+            (Some(b), true) if config.pool_size > 0 => {
+                match pool::setup_root(&config.cgroup_parent) {
+                    Ok(root) => {
+                        let mut base = base_args.clone();
+                        for p in &config.ro_paths {
+                            base.push("--ro-bind".into());
+                            base.push(p.as_os_str().to_owned());
+                            base.push(p.as_os_str().to_owned());
+                        }
+                        Some(pool::Prebuilt {
+                            bwrap: b.clone(),
+                            base_args: base,
+                            tmp_size_mb: if tmp_size { config.tmp_size_mb } else { 0 },
+                            root,
+                        })
+                    }
+                    Err(e) => {
+                        warnings.push(format!(
+                            "no prebuilt sandboxes (mount of {}: {e}): cold starts are slower",
+                            pool::root_path(&config.cgroup_parent).display()
+                        ));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         if config.pool_size > 0
             && bwrap.is_some()
             && base_args.iter().any(|a| a == "--disable-userns")
@@ -600,6 +629,7 @@ impl ProcessDriver {
                             drop_to,
                             seccomp: seccomp.clone(),
                             env: base_env(),
+                            prebuilt,
                         },
                         config.pool_size,
                     ))
@@ -756,32 +786,48 @@ impl ProcessDriver {
             pool::discard(l);
             return Err(format!("cgroup: {e}"));
         }
-        let mut args: Vec<OsString> = vec![bwrap.as_os_str().to_owned(), "--clearenv".into()];
-        let env = base_env()
+        // The instance's env on top of the base (later wins); what
+        // setenv(3) refuses is left out.
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (k, v) in base_env()
             .into_iter()
-            .chain(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        for (k, v) in env {
-            // What setenv(3) refuses would fail bwrap.
+            .chain(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+        {
             if k.is_empty() || k.contains('=') {
                 continue;
             }
-            args.push("--setenv".into());
-            args.push(k.into());
-            args.push(v.into());
+            env.retain(|(k0, _)| *k0 != k);
+            env.push((k, v));
         }
-        args.extend(self.bwrap_args(spec, dir, l.seccomp_fd));
-        args.extend(argv.iter().map(OsString::from));
-        if let Err(e) = l.launch(&args) {
+        let launched = if l.prebuilt() {
+            l.run(dir, spec.iofs_dir.as_deref(), &env, argv)
+        } else {
+            let mut args: Vec<OsString> = vec![bwrap.as_os_str().to_owned(), "--clearenv".into()];
+            for (k, v) in env {
+                args.push("--setenv".into());
+                args.push(k.into());
+                args.push(v.into());
+            }
+            args.extend(self.bwrap_args(spec, dir, l.seccomp_fd));
+            args.extend(argv.iter().map(OsString::from));
+            l.launch(&args)
+        };
+        if let Err(e) = launched {
             pool::discard(l);
             return Err(format!("launcher: {e}"));
         }
-        let (mut child, cgroup) = l.into_parts();
+        let (mut child, cgroup, mounts) = l.into_parts();
         if !spec.stdin {
             // Closed at once: the function reads end of file.
             drop(child.stdin.take());
         }
         tracing::debug!(instance = %spec.id, pid = child.id().unwrap_or(0), dir = %dir.display(), "process instance started (pooled)");
-        Ok(make_instance(child, cgroup.map(Arc::new), spec.id.clone()))
+        Ok(make_instance(
+            child,
+            cgroup.map(Arc::new),
+            spec.id.clone(),
+            mounts,
+        ))
     }
 }
 
@@ -795,6 +841,8 @@ pub async fn cleanup_cgroup_parent(parent: &str) -> Result<usize, DriverError> {
     tokio::task::spawn_blocking(move || {
         let cg = cgroup::Cgroups::existing(&parent).map_err(DriverError::Internal)?;
         let removed = cg.cleanup_all(&[]);
+        // Its prebuilt sandboxes' mounts.
+        pool::cleanup_root(&pool::root_path(&parent));
         cg.remove_parents().map_err(|e| {
             DriverError::Internal(format!("cannot remove cgroup parent {parent}: {e}"))
         })?;
@@ -898,7 +946,11 @@ impl Driver for ProcessDriver {
             )));
         }
 
-        if let Some(launcher) = self.pool.as_ref().and_then(|p| p.take()) {
+        if let Some(launcher) = self
+            .pool
+            .as_ref()
+            .and_then(|p| p.take(p.key(spec.memory_mb)))
+        {
             match self.start_pooled(launcher, &spec, &dir, &argv) {
                 Ok(inst) => return Ok(inst),
                 Err(e) => {
@@ -1008,7 +1060,7 @@ impl Driver for ProcessDriver {
         let pid = child.id().unwrap_or(0) as i32;
         tracing::debug!(instance = %spec.id, pid, dir = %dir.display(), "process instance started");
         guard.0 = None;
-        Ok(make_instance(child, cg, spec.id))
+        Ok(make_instance(child, cg, spec.id, None))
     }
 
     async fn cleanup_leftovers(&self) -> Result<(), DriverError> {
@@ -1019,14 +1071,25 @@ impl Driver for ProcessDriver {
             return Ok(());
         };
         // Our own waiting launchers are not leftovers.
-        let keep = self
+        let keep = self.pool.as_ref().map(|p| p.names()).unwrap_or_default();
+        let root = self
             .pool
             .as_ref()
-            .map(|p| p.cgroup_names())
-            .unwrap_or_default();
-        let removed = tokio::task::spawn_blocking(move || cg.cleanup_all(&keep))
-            .await
-            .map_err(|e| DriverError::Internal(format!("leftover cleanup failed: {e}")))?;
+            .and_then(|p| p.root())
+            .map(Path::to_path_buf);
+        let parent = self.config.cgroup_parent.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let n = cg.cleanup_all(&keep);
+            match root {
+                // Ours, but for the waiting sandboxes' directories.
+                Some(root) => pool::cleanup_dirs(&root, &keep),
+                // A crashed predecessor's prebuilt sandboxes' mounts.
+                None => pool::cleanup_root(&pool::root_path(&parent)),
+            }
+            n
+        })
+        .await
+        .map_err(|e| DriverError::Internal(format!("leftover cleanup failed: {e}")))?;
         if removed > 0 {
             tracing::info!(removed, "removed leftover instance cgroups");
         }
@@ -1054,6 +1117,7 @@ impl Driver for ProcessDriver {
             "pool": self.pool.as_ref().map(|p| serde_json::json!({
                 "size": p.target(),
                 "idle": p.idle(),
+                "prebuilt": p.root().is_some(),
             })),
             "warnings": self.warnings,
         })
@@ -1065,6 +1129,7 @@ fn make_instance(
     mut child: tokio::process::Child,
     cg: Option<Arc<cgroup::InstanceCgroup>>,
     id: String,
+    mounts: Option<PathBuf>,
 ) -> Box<dyn Instance> {
     let io = InstanceIo {
         stdin: child
@@ -1077,7 +1142,15 @@ fn make_instance(
     let pid = child.id().unwrap_or(0) as i32;
     let kill = Arc::new(Notify::new());
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(reap(child, pid, cg.clone(), kill.clone(), tx, id.clone()));
+    tokio::spawn(reap(
+        child,
+        pid,
+        cg.clone(),
+        kill.clone(),
+        tx,
+        id.clone(),
+        mounts,
+    ));
     Box::new(ProcessInstance {
         id,
         io: std::sync::Mutex::new(Some(io)),
@@ -1127,6 +1200,7 @@ async fn reap(
     kill: Arc<Notify>,
     tx: watch::Sender<Option<ExitInfo>>,
     id: String,
+    mounts: Option<PathBuf>,
 ) {
     // Pids seen in the cgroup when killing, to wait for their exit.
     let mut seen = Vec::new();
@@ -1161,9 +1235,13 @@ async fn reap(
     let mut oom_killed = false;
     if let Some(cg) = cg {
         let id2 = id.clone();
+        let mounts = mounts.clone();
         let res = tokio::task::spawn_blocking(move || {
             let oom = cg.oom_killed();
             let alive = cg.kill_all(seen);
+            if let Some(d) = &mounts {
+                pool::remove_launch_dir(d);
+            }
             (oom, alive, cg.remove())
         })
         .await;
@@ -1185,6 +1263,9 @@ async fn reap(
         // SAFETY: kill(2) has no memory-safety requirements.
         unsafe {
             libc::kill(-pgid, libc::SIGKILL);
+        }
+        if let Some(d) = mounts {
+            let _ = tokio::task::spawn_blocking(move || pool::remove_launch_dir(&d)).await;
         }
     }
     let info = ExitInfo { code, oom_killed };

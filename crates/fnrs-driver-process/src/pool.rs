@@ -29,7 +29,7 @@
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +44,18 @@ use crate::spawn::{self, ChildSetup, Rlimits};
 /// words, close it and exec them. An empty pipe (the server dropped the
 /// launcher) ends it.
 const SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd}<&-; [ ${#A[@]} -gt 0 ] || exit 125; exec "${A[@]}""#;
+
+/// What a prebuilt sandbox runs (inside it, as the sandbox uid, seccomp
+/// on): read `N, N × KEY=VALUE, argv…` from fd `$1`, make the environment
+/// exactly those variables, enter /function (the function directory is
+/// mounted there after the sandbox was built) and exec argv.
+const SANDBOX_SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd}<&-; n=${A[0]}; [[ $n =~ ^[0-9]+$ ]] && [ "${#A[@]}" -gt $((n+1)) ] || exit 125; for v in $(compgen -e); do unset "$v"; done; for kv in "${A[@]:1:n}"; do export "$kv" 2>/dev/null; done; cd /function || exit 125; exec "${A[@]:n+1}""#;
+
+/// The size pooled before any start: Fn's default memory (MB).
+const DEFAULT_KEY: u64 = 128;
+
+/// How many /tmp sizes are pooled at most.
+const MAX_KEYS: usize = 4;
 
 /// How long after a take the pool waits before forking a replacement.
 const REFILL_DELAY: Duration = Duration::from_millis(20);
@@ -70,6 +82,13 @@ pub(crate) struct Launcher {
     pub(crate) seccomp_fd: Option<RawFd>,
     /// Its cgroup (None without cgroups, or once handed over).
     cgroup: Option<InstanceCgroup>,
+    /// Prebuilt sandboxes: the host directory holding the `function` and
+    /// `iofs` mount points bound into it (None once handed over).
+    dir: Option<PathBuf>,
+    /// Prebuilt sandboxes: the /tmp size key ([`Pool::key`]).
+    key: u64,
+    /// The name of its cgroup and directory.
+    name: OsString,
 }
 
 impl Drop for Launcher {
@@ -81,6 +100,9 @@ impl Drop for Launcher {
             let _ = cg.kill_all(Vec::new());
             let _ = cg.remove();
         }
+        if let Some(d) = self.dir.take() {
+            remove_launch_dir(&d);
+        }
     }
 }
 
@@ -90,13 +112,50 @@ impl Launcher {
         self.cgroup.as_mut()
     }
 
-    /// The process and the cgroup, now the instance's.
-    pub(crate) fn into_parts(mut self) -> (tokio::process::Child, Option<InstanceCgroup>) {
+    /// The process, the cgroup and the mount directory, now the
+    /// instance's.
+    pub(crate) fn into_parts(
+        mut self,
+    ) -> (
+        tokio::process::Child,
+        Option<InstanceCgroup>,
+        Option<PathBuf>,
+    ) {
         let child = self
             .child
             .take()
             .expect("a launcher has its process until handed over");
-        (child, self.cgroup.take())
+        (child, self.cgroup.take(), self.dir.take())
+    }
+
+    /// Whether this is a prebuilt sandbox (give it [`Launcher::run`]).
+    pub(crate) fn prebuilt(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Prebuilt sandboxes: mount the function directory (read-only) and
+    /// the iofs directory into the waiting sandbox, then give it the
+    /// environment and the command. On error [`discard`] it.
+    pub(crate) fn run(
+        &mut self,
+        fn_dir: &Path,
+        iofs: Option<&Path>,
+        env: &[(String, String)],
+        argv: &[String],
+    ) -> io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Err(io::Error::other("not a prebuilt sandbox"));
+        };
+        bind_into(fn_dir, &dir.join("function"), true)?;
+        if let Some(iofs) = iofs {
+            bind_into(iofs, &dir.join("iofs"), false)?;
+        }
+        let mut words: Vec<OsString> = vec![env.len().to_string().into()];
+        for (k, v) in env {
+            words.push(format!("{k}={v}").into());
+        }
+        words.extend(argv.iter().map(OsString::from));
+        self.launch(&words)
     }
 
     /// Whether the process is still waiting (not exited).
@@ -156,6 +215,19 @@ pub(crate) struct LauncherConfig {
     pub(crate) drop_to: Option<(u32, u32)>,
     pub(crate) seccomp: Option<Vec<u8>>,
     pub(crate) env: Vec<(String, String)>,
+    /// Prebuilt sandboxes (else bash waits outside and execs bwrap).
+    pub(crate) prebuilt: Option<Prebuilt>,
+}
+
+/// How prebuilt sandboxes are made.
+pub(crate) struct Prebuilt {
+    pub(crate) bwrap: PathBuf,
+    /// Namespaces, system directories, extra read-only paths.
+    pub(crate) base_args: Vec<OsString>,
+    /// [`crate::ENV_TMP_SIZE_MB`] (0: the fn's memory, a pool per size).
+    pub(crate) tmp_size_mb: u64,
+    /// A shared bind mount: mounts under it reach the sandboxes.
+    pub(crate) root: PathBuf,
 }
 
 struct Inner {
@@ -165,6 +237,8 @@ struct Inner {
     wake: Notify,
     started: AtomicBool,
     shutdown: AtomicBool,
+    /// Prebuilt: the /tmp sizes pooled, most recently used first.
+    keys: Mutex<Vec<u64>>,
     /// Held while a launcher is being made (shutdown waits for it).
     making: Mutex<()>,
     seq: AtomicU64,
@@ -188,6 +262,7 @@ impl Pool {
                 started: AtomicBool::new(false),
                 shutdown: AtomicBool::new(false),
                 making: Mutex::new(()),
+                keys: Mutex::new(vec![DEFAULT_KEY]),
                 seq: AtomicU64::new(0),
             }),
         }
@@ -207,19 +282,50 @@ impl Pool {
         }
     }
 
-    /// A live launcher, if one is waiting. Wakes the filler.
-    pub(crate) fn take(&self) -> Option<Launcher> {
+    /// The pool key of an instance with `memory_mb`: its /tmp size for
+    /// prebuilt sandboxes, else 0.
+    pub(crate) fn key(&self, memory_mb: u64) -> u64 {
+        match &self.inner.config.prebuilt {
+            Some(p) if p.tmp_size_mb == 0 => memory_mb,
+            _ => 0,
+        }
+    }
+
+    /// A live launcher for `key`, if one is waiting. Wakes the filler.
+    pub(crate) fn take(&self, key: u64) -> Option<Launcher> {
         self.start_filling();
+        if self.inner.config.prebuilt.is_some() {
+            let mut keys = self.inner.keys.lock().unwrap_or_else(|e| e.into_inner());
+            keys.retain(|k| *k != key);
+            keys.insert(0, key);
+            keys.truncate(MAX_KEYS);
+        }
         let mut dead = Vec::new();
         let found = {
             let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
             let mut found = None;
-            while let Some(mut l) = idle.pop() {
+            let mut i = idle.len();
+            while i > 0 {
+                i -= 1;
+                if idle[i].key != key && self.inner.config.prebuilt.is_some() {
+                    continue;
+                }
+                let mut l = idle.remove(i);
                 if l.alive() {
                     found = Some(l);
                     break;
                 }
                 dead.push(l);
+            }
+            // Sizes no longer pooled.
+            let keys = self.inner.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let mut j = 0;
+            while j < idle.len() {
+                if self.inner.config.prebuilt.is_some() && !keys.contains(&idle[j].key) {
+                    dead.push(idle.remove(j));
+                } else {
+                    j += 1;
+                }
             }
             found
         };
@@ -231,15 +337,11 @@ impl Pool {
         found
     }
 
-    /// Names of the cgroups of the waiting launchers (kept by the leftover
-    /// cleanup).
-    pub(crate) fn cgroup_names(&self) -> Vec<OsString> {
+    /// Names of the cgroups and directories of the waiting launchers
+    /// (kept by the leftover cleanup).
+    pub(crate) fn names(&self) -> Vec<OsString> {
         let idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.iter()
-            .filter_map(|l| l.cgroup.as_ref())
-            .filter_map(|c| c.dirs().first().and_then(|d| d.file_name()))
-            .map(|n| n.to_owned())
-            .collect()
+        idle.iter().map(|l| l.name.clone()).collect()
     }
 
     /// How many launchers are waiting.
@@ -268,6 +370,16 @@ impl Pool {
         for l in idle {
             discard_now(l);
         }
+        remove_root_if_unused(&self.inner);
+    }
+
+    /// The shared root of prebuilt sandboxes' directories.
+    pub(crate) fn root(&self) -> Option<&Path> {
+        self.inner
+            .config
+            .prebuilt
+            .as_ref()
+            .map(|p| p.root.as_path())
     }
 }
 
@@ -277,13 +389,37 @@ impl Drop for Pool {
     }
 }
 
+/// After shutdown: unmount and remove the shared root of prebuilt
+/// sandboxes once no directory is left in it (an instance still running
+/// keeps it; the next start's cleanup removes it then).
+fn remove_root_if_unused(inner: &Inner) {
+    if let Some(p) = &inner.config.prebuilt
+        && std::fs::read_dir(&p.root).is_ok_and(|mut rd| rd.next().is_none())
+    {
+        unmount_all(&p.root);
+        let _ = std::fs::remove_dir(&p.root);
+    }
+}
+
 /// Keeps the pool full until shutdown.
 async fn fill(inner: Arc<Inner>) {
     loop {
         if inner.shutdown.load(Ordering::Acquire) {
             return;
         }
-        let n = inner.idle.lock().unwrap_or_else(|e| e.into_inner()).len();
+        // The size most short of its target (one key without prebuilt).
+        let (key, n) = {
+            let keys: Vec<u64> = if inner.config.prebuilt.is_some() {
+                inner.keys.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            } else {
+                vec![0]
+            };
+            let idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+            keys.iter()
+                .map(|k| (*k, idle.iter().filter(|l| l.key == *k).count()))
+                .min_by_key(|(_, n)| *n)
+                .unwrap_or((0, inner.target))
+        };
         if n >= inner.target {
             inner.wake.notified().await;
             continue;
@@ -296,14 +432,19 @@ async fn fill(inner: Arc<Inner>) {
             }
         }
         let i = inner.clone();
-        let made = spawn::on_pool_thread(move || make_launcher(&i)).await;
+        let made = spawn::on_pool_thread(move || make_launcher(&i, key)).await;
         match made {
             Some(Ok(l)) => {
                 let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
                 // Checked under the lock shutdown drains with.
                 if inner.shutdown.load(Ordering::Acquire) {
                     drop(idle);
-                    discard(l);
+                    let i = inner.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        discard_now(l);
+                        remove_root_if_unused(&i);
+                    })
+                    .await;
                     return;
                 }
                 idle.push(l);
@@ -339,13 +480,13 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Fork one launcher (blocking: the cgroup join waits in the child, and the
 /// fork returns once the child has exec'd bash). Run on the pool thread.
-fn make_launcher(inner: &Inner) -> io::Result<Launcher> {
+fn make_launcher(inner: &Inner, key: u64) -> io::Result<Launcher> {
     let _making = inner.making.lock().unwrap_or_else(|e| e.into_inner());
     let stopped = || io::Error::other("the pool is shut down");
     if inner.shutdown.load(Ordering::Acquire) {
         return Err(stopped());
     }
-    let l = make_launcher_inner(inner)?;
+    let l = make_launcher_inner(inner, key)?;
     if inner.shutdown.load(Ordering::Acquire) {
         drop(l);
         return Err(stopped());
@@ -353,12 +494,29 @@ fn make_launcher(inner: &Inner) -> io::Result<Launcher> {
     Ok(l)
 }
 
-fn make_launcher_inner(inner: &Inner) -> io::Result<Launcher> {
+fn make_launcher_inner(inner: &Inner, key: u64) -> io::Result<Launcher> {
     let c = &inner.config;
     let n = inner.seq.fetch_add(1, Ordering::Relaxed);
     let name = format!("pool-{}-{n}", std::process::id());
     let cgroup = match &c.cgroups {
         Some(cgs) => Some(cgs.create(&name, 0, c.max_pids)?),
+        None => None,
+    };
+    let dir = match &c.prebuilt {
+        Some(p) => {
+            let d = p.root.join(&name);
+            let made = std::fs::create_dir(&d)
+                .and_then(|()| std::fs::create_dir(d.join("function")))
+                .and_then(|()| std::fs::create_dir(d.join("iofs")));
+            if let Err(e) = made {
+                remove_launch_dir(&d);
+                if let Some(cg) = cgroup {
+                    let _ = cg.remove();
+                }
+                return Err(e);
+            }
+            Some(d)
+        }
         None => None,
     };
     let res = (|| {
@@ -368,9 +526,46 @@ fn make_launcher_inner(inner: &Inner) -> io::Result<Launcher> {
             None => None,
         };
         let seccomp_fd = seccomp.as_ref().map(|f| f.as_raw_fd());
-        let mut cmd = tokio::process::Command::new(&c.bash);
-        cmd.args(["--norc", "--noprofile", "-c", SCRIPT, "fnrs-launcher"])
-            .arg(rd.as_raw_fd().to_string())
+        let mut cmd = match (&c.prebuilt, &dir) {
+            (Some(p), Some(d)) => {
+                let mut cmd = tokio::process::Command::new(&p.bwrap);
+                cmd.args(&p.base_args);
+                if let Some(fd) = seccomp_fd {
+                    cmd.arg("--seccomp").arg(fd.to_string());
+                }
+                if key > 0 || p.tmp_size_mb > 0 {
+                    let mb = if p.tmp_size_mb > 0 {
+                        p.tmp_size_mb
+                    } else {
+                        key
+                    };
+                    cmd.arg("--size")
+                        .arg(mb.saturating_mul(1024 * 1024).to_string());
+                }
+                cmd.args(["--tmpfs", "/tmp", "--ro-bind"])
+                    .arg(d.join("function"))
+                    .arg(crate::FUNCTION_MOUNT)
+                    .arg("--bind")
+                    .arg(d.join("iofs"))
+                    .arg(fnrs_driver::IOFS_MOUNT)
+                    .args(["--chdir", "/", "--"])
+                    .arg(&c.bash)
+                    .args([
+                        "--norc",
+                        "--noprofile",
+                        "-c",
+                        SANDBOX_SCRIPT,
+                        "fnrs-sandbox",
+                    ]);
+                cmd
+            }
+            _ => {
+                let mut cmd = tokio::process::Command::new(&c.bash);
+                cmd.args(["--norc", "--noprofile", "-c", SCRIPT, "fnrs-launcher"]);
+                cmd
+            }
+        };
+        cmd.arg(rd.as_raw_fd().to_string())
             .env_clear()
             .envs(c.env.iter().map(|(k, v)| (k, v)))
             .current_dir("/")
@@ -404,11 +599,15 @@ fn make_launcher_inner(inner: &Inner) -> io::Result<Launcher> {
             args: Some(wr),
             seccomp_fd,
             cgroup: None,
+            dir: None,
+            key,
+            name: OsString::from(&name),
         })
     })();
     match res {
         Ok(mut l) => {
             l.cgroup = cgroup;
+            l.dir = dir;
             Ok(l)
         }
         Err(e) => {
@@ -416,7 +615,177 @@ fn make_launcher_inner(inner: &Inner) -> io::Result<Launcher> {
                 let _ = cg.kill_all(Vec::new());
                 let _ = cg.remove();
             }
+            if let Some(d) = dir {
+                remove_launch_dir(&d);
+            }
             Err(e)
+        }
+    }
+}
+
+/// A C string of a path.
+fn cpath(p: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Bind `src` (recursively) onto `dst`, nosuid and nodev, read-only if
+/// asked, with the flags set *before* the mount is attached (so the copies
+/// propagated into a sandbox carry them too): `open_tree` +
+/// `mount_setattr` + `move_mount` (Linux >= 5.12).
+pub(crate) fn bind_into(src: &Path, dst: &Path, readonly: bool) -> io::Result<()> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let s = cpath(src)?;
+    let d = cpath(dst)?;
+    // SAFETY: raw system calls on NUL-terminated strings and a local struct
+    // that outlive them; the returned fd is owned right away.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            s.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd as RawFd);
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_NOSUID
+                | MOUNT_ATTR_NODEV
+                | if readonly { MOUNT_ATTR_RDONLY } else { 0 },
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        if libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            d.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Detach whatever is mounted on `p` (all layers); errors ignored.
+fn unmount_all(p: &Path) {
+    let Ok(c) = cpath(p) else {
+        return;
+    };
+    for _ in 0..8 {
+        // SAFETY: umount2 on a NUL-terminated path.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } < 0 {
+            break;
+        }
+    }
+}
+
+/// Unmount and remove a launcher's mount directory.
+pub(crate) fn remove_launch_dir(d: &Path) {
+    for sub in ["function", "iofs"] {
+        unmount_all(&d.join(sub));
+        let _ = std::fs::remove_dir(d.join(sub));
+    }
+    let _ = std::fs::remove_dir(d);
+}
+
+/// The shared mount under which prebuilt sandboxes get their directories:
+/// `<run dir>/fnrs-pool/<cgroup parent>`, bound onto itself and made
+/// shared. Whatever an earlier server left there is removed first.
+pub(crate) fn setup_root(parent: &str) -> io::Result<PathBuf> {
+    let root = root_path(parent);
+    cleanup_root(&root);
+    std::fs::create_dir_all(&root)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+    let c = cpath(&root)?;
+    // SAFETY: mount(2) on NUL-terminated paths.
+    unsafe {
+        if libc::mount(
+            c.as_ptr(),
+            c.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::mount(
+            std::ptr::null(),
+            c.as_ptr(),
+            std::ptr::null(),
+            libc::MS_SHARED,
+            std::ptr::null(),
+        ) < 0
+        {
+            let e = io::Error::last_os_error();
+            unmount_all(&root);
+            return Err(e);
+        }
+    }
+    Ok(root)
+}
+
+/// Where [`setup_root`] puts a parent's directories.
+pub(crate) fn root_path(parent: &str) -> PathBuf {
+    let base = if Path::new("/run").is_dir() {
+        PathBuf::from("/run")
+    } else {
+        std::env::temp_dir()
+    };
+    base.join("fnrs-pool")
+        .join(parent.trim_matches('/').replace('/', "%"))
+}
+
+/// Remove the launcher directories under a root and the root itself.
+pub(crate) fn cleanup_root(root: &Path) {
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            remove_launch_dir(&e.path());
+        }
+    }
+    unmount_all(root);
+    let _ = std::fs::remove_dir(root);
+}
+
+/// Remove the launcher directories under a root but those named in `keep`.
+pub(crate) fn cleanup_dirs(root: &Path, keep: &[OsString]) {
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            if !keep.contains(&e.file_name()) {
+                remove_launch_dir(&e.path());
+            }
         }
     }
 }

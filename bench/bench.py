@@ -1212,8 +1212,8 @@ def print_report(res):
                   f" (image check {f(m.get('image_us'))}, attach {f(m.get('attach_us'))})")
                 e = pd["cold"]["engine"]
                 P(f"the engine alone (p50 of {e['fnrs_settings']['n']}, same image and"
-                  f" container settings, us): create {f(m.get('engine_create_us'))},"
-                  f" +start {f(m.get('engine_start_us'))}, socket after"
+                  f" container settings, us): created after {f(m.get('engine_create_us'))},"
+                  f" started after {f(m.get('engine_start_us'))}, socket after"
                   f" {f(m.get('floor_ready_us'))}, then first call"
                   f" {f(m.get('floor_first_call_us'))}; plain `docker run -d`"
                   f" (p50 of {e['plain']['n']}): socket after {f(m.get('plain_ready_us'))}")

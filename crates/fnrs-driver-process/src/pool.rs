@@ -434,21 +434,7 @@ async fn fill(inner: Arc<Inner>) {
         let i = inner.clone();
         let made = spawn::on_pool_thread(move || make_launcher(&i, key)).await;
         match made {
-            Some(Ok(l)) => {
-                let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-                // Checked under the lock shutdown drains with.
-                if inner.shutdown.load(Ordering::Acquire) {
-                    drop(idle);
-                    let i = inner.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        discard_now(l);
-                        remove_root_if_unused(&i);
-                    })
-                    .await;
-                    return;
-                }
-                idle.push(l);
-            }
+            Some(Ok(())) => {}
             other => {
                 if inner.shutdown.load(Ordering::Acquire) {
                     return;
@@ -480,18 +466,24 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Fork one launcher (blocking: the cgroup join waits in the child, and the
 /// fork returns once the child has exec'd bash). Run on the pool thread.
-fn make_launcher(inner: &Inner, key: u64) -> io::Result<Launcher> {
+/// Make one launcher and put it in the pool, all while holding `making`:
+/// once [`Pool::shutdown`] has taken that lock, every launcher made is
+/// either in `idle` (drained there) or already discarded.
+fn make_launcher(inner: &Inner, key: u64) -> io::Result<()> {
     let _making = inner.making.lock().unwrap_or_else(|e| e.into_inner());
     let stopped = || io::Error::other("the pool is shut down");
     if inner.shutdown.load(Ordering::Acquire) {
         return Err(stopped());
     }
     let l = make_launcher_inner(inner, key)?;
+    let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
     if inner.shutdown.load(Ordering::Acquire) {
+        drop(idle);
         drop(l);
         return Err(stopped());
     }
-    Ok(l)
+    idle.push(l);
+    Ok(())
 }
 
 fn make_launcher_inner(inner: &Inner, key: u64) -> io::Result<Launcher> {
@@ -741,13 +733,22 @@ pub(crate) fn setup_root(parent: &str) -> io::Result<PathBuf> {
         {
             return Err(io::Error::last_os_error());
         }
+        // A peer group of its own: the instances' mounts propagate to the
+        // sandboxes only, not to whatever shares the enclosing mount.
         if libc::mount(
             std::ptr::null(),
             c.as_ptr(),
             std::ptr::null(),
-            libc::MS_SHARED,
+            libc::MS_PRIVATE,
             std::ptr::null(),
         ) < 0
+            || libc::mount(
+                std::ptr::null(),
+                c.as_ptr(),
+                std::ptr::null(),
+                libc::MS_SHARED,
+                std::ptr::null(),
+            ) < 0
         {
             let e = io::Error::last_os_error();
             unmount_all(&root);

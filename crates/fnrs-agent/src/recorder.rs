@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 const MAX_BATCH: usize = 512;
 /// How long records gather before a write: under load, one commit (and one
 /// fsync) covers many calls instead of one each.
-const GATHER: Duration = Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(20);
 /// How often old call records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 

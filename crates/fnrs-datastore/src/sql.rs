@@ -66,6 +66,11 @@ pub enum Backend {
 pub struct SqlStore {
     read: AnyPool,
     write: AnyPool,
+    /// Where call records and logs are written. On SQLite its own connection
+    /// with `synchronous = NORMAL`: a record is not acknowledged to anyone,
+    /// so it skips the fsync per commit (it still survives a crash of the
+    /// process; a power loss may take the last ones).
+    records: AnyPool,
     backend: Backend,
 }
 
@@ -133,7 +138,7 @@ impl SqlStore {
                 create_parent_dir(path)?;
                 let url = sqlite_url(path);
                 let busy_ms = opts.busy_timeout.as_millis().min(i64::MAX as u128) as i64;
-                let pool = |max: u32| {
+                let pool = |max: u32, sync: &'static str| {
                     AnyPoolOptions::new()
                         .max_connections(max)
                         .after_connect(move |conn, _| {
@@ -144,9 +149,11 @@ impl SqlStore {
                                 )))
                                 .execute(&mut *conn)
                                 .await?;
-                                sqlx::query("PRAGMA synchronous = FULL")
-                                    .execute(&mut *conn)
-                                    .await?;
+                                sqlx::query(sqlx::AssertSqlSafe(format!(
+                                    "PRAGMA synchronous = {sync}"
+                                )))
+                                .execute(&mut *conn)
+                                .await?;
                                 sqlx::query("PRAGMA foreign_keys = ON")
                                     .execute(&mut *conn)
                                     .await?;
@@ -154,7 +161,7 @@ impl SqlStore {
                             })
                         })
                 };
-                let write = pool(1).connect(&url).await.map_err(open)?;
+                let write = pool(1, "FULL").connect(&url).await.map_err(open)?;
                 // WAL is a property of the file: set once, by the writer.
                 let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
                     .fetch_one(&write)
@@ -163,13 +170,15 @@ impl SqlStore {
                 if !mode.eq_ignore_ascii_case("wal") {
                     tracing::warn!(%mode, url = %shown, "sqlite refused WAL journal mode");
                 }
-                let read = pool(opts.max_connections.max(1))
+                let read = pool(opts.max_connections.max(1), "FULL")
                     .connect(&url)
                     .await
                     .map_err(open)?;
+                let records = pool(1, "NORMAL").connect(&url).await.map_err(open)?;
                 Self {
                     read,
                     write,
+                    records,
                     backend: Backend::Sqlite,
                 }
             }
@@ -183,6 +192,7 @@ impl SqlStore {
                     .map_err(open)?;
                 Self {
                     read: pool.clone(),
+                    records: pool.clone(),
                     write: pool,
                     backend: Backend::Postgres,
                 }
@@ -203,6 +213,7 @@ impl SqlStore {
     /// Closes every connection (waits for those in use to come back).
     pub async fn close(&self) {
         self.read.close().await;
+        self.records.close().await;
         self.write.close().await;
     }
 
@@ -1019,7 +1030,19 @@ impl Datastore for SqlStore {
             .filter(|(i, c)| last.get(c.id.as_str()) == Some(i))
             .map(|(_, c)| c)
             .collect();
-        let mut tx = self.begin_write().await?;
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.records.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.records.begin().await,
+        }
+        .map_err(internal("begin"))?;
+        if self.backend == Backend::Postgres {
+            // As on SQLite: no wait for the WAL flush (a crash of fnrs loses
+            // nothing; one of PostgreSQL's host may lose the last records).
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(internal("put records"))?;
+        }
         for chunk in calls.chunks(ROWS_PER_INSERT) {
             insert_calls(self.backend, &mut tx, chunk).await?;
         }

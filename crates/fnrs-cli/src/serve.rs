@@ -235,6 +235,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let token = shutdown.clone();
     let draining = agent.clone();
+    // Answers leave at once (a streamed answer's head and first chunk are
+    // separate writes, which Nagle's algorithm would hold back).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         signals.recv().await;
         // New calls (also on kept-alive connections) get 503; running ones finish.

@@ -46,10 +46,12 @@ use crate::spawn::{self, ChildSetup, Rlimits};
 const SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd}<&-; [ ${#A[@]} -gt 0 ] || exit 125; exec "${A[@]}""#;
 
 /// What a prebuilt sandbox runs (inside it, as the sandbox uid, seccomp
-/// on): read `N, N × KEY=VALUE, argv…` from fd `$1`, make the environment
-/// exactly those variables, enter /function (the function directory is
-/// mounted there after the sandbox was built) and exec argv.
-const SANDBOX_SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd}<&-; n=${A[0]}; [[ $n =~ ^[0-9]+$ ]] && [ "${#A[@]}" -gt $((n+1)) ] || exit 125; for v in $(compgen -e); do unset "$v"; done; for kv in "${A[@]:1:n}"; do export "$kv" 2>/dev/null; done; cd /function || exit 125; exec "${A[@]:n+1}""#;
+/// on): read `N, N × KEY=VALUE, argv…` from fd `$1`, enter /function (the
+/// function directory is mounted there after the sandbox was built) and
+/// exec argv with exactly those variables: through bash's own exports when
+/// every name is a shell identifier, else (Fn's `FN_HEADER_X-Custom-Header`)
+/// through `env -i`, one exec more.
+const SANDBOX_SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd}<&-; n=${A[0]}; [[ $n =~ ^[0-9]+$ ]] && [ "${#A[@]}" -gt $((n+1)) ] || exit 125; cd /function || exit 125; for kv in "${A[@]:1:n}"; do [[ ${kv%%=*} =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || exec /usr/bin/env -i "${A[@]:1:n}" "${A[@]:n+1}"; done; for v in $(compgen -e); do unset "$v"; done; for kv in "${A[@]:1:n}"; do export "$kv"; done; exec "${A[@]:n+1}""#;
 
 /// The size pooled before any start: Fn's default memory (MB).
 const DEFAULT_KEY: u64 = 128;

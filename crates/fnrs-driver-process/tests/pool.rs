@@ -142,6 +142,28 @@ async fn pooled_sandboxes_run_with_the_same_limits_and_leave_nothing() {
     // Its cgroup and mount directory are gone with it.
     assert!(dirs.iter().all(|d| !exists(d)), "{dirs:?}");
 
+    // Names that are no shell identifiers (Fn's default format passes
+    // headers as FN_HEADER_<name>) reach the function too.
+    pool_full(&driver, 2).await;
+    // (sh keeps them out of its own exports: read its environ.)
+    let f = script_fn("tr '\\0' '\\n' < /proc/$$/environ");
+    let mut s = spec(f.path(), 128);
+    s.env
+        .push(("FN_HEADER_X-Custom-Header".into(), "Custom Value".into()));
+    let mut inst = driver.start(s).await.expect("start");
+    let (out, err, exit) = run_to_end(&mut inst).await;
+    assert_eq!(exit.code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l == "FN_HEADER_X-Custom-Header=Custom Value"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l == "FOO=bar baz"), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("PATH=/usr/local/sbin:")),
+        "{out}"
+    );
+
     // The memory limit set on a taken launcher is enforced.
     pool_full(&driver, 2).await;
     let f =

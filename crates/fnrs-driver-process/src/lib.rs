@@ -48,6 +48,23 @@
 //!   only when the server dies. A crashed server's cgroups are emptied and
 //!   removed by [`Driver::cleanup_leftovers`] at the next start (or by
 //!   [`cleanup_cgroup_parent`] for another server's parent).
+//! - **Cold starts** ([`ENV_POOL_SIZE`], default 4): sandboxes are built
+//!   ahead of need. When the server is root, a pooled sandbox is bwrap
+//!   already run (same options, same uid, seccomp on, in a fresh cgroup
+//!   with the pids limit) around a bash that waits on a pipe; `/function`
+//!   and `/tmp/iofs` in it are bound from an empty per-sandbox directory
+//!   under a shared mount (`/run/fnrs-pool/<cgroup parent>`), and a start
+//!   mounts the fn directory (read-only, nosuid, nodev, flags set before
+//!   attaching) and the iofs directory there — mount propagation carries
+//!   them into the sandbox — renames the cgroup to the instance id, sets
+//!   the memory limit and sends the environment and command. Pools are
+//!   kept per `/tmp` size (the fn's memory unless [`ENV_TMP_SIZE_MB`]),
+//!   for the 4 sizes used last (128 MB before any start). Not root: the
+//!   pooled process is a bash outside the sandbox, already in its cgroup,
+//!   that execs bwrap with the instance's command line. A start without a
+//!   waiting sandbox forks bwrap directly as before. The pool is emptied
+//!   when the driver is dropped; a crashed server's sandboxes die with it
+//!   and their cgroups and mounts are removed at the next start.
 //! - **Not supported**: CPU limits (Fn's master has none for fns either).
 //!   v2 is implemented but only checked against a plain directory here (this
 //!   machine has v1); under v2 the parent must be creatable with the memory

@@ -1412,6 +1412,7 @@ mod tests {
             (ENV_SECCOMP, "false"),
             (ENV_MAX_OPEN_FILES, "-1"),
             (ENV_MAX_LOCKED_MEMORY, "1024"),
+            (ENV_POOL_SIZE, "0"),
         ]))
         .unwrap();
         assert_eq!(c.sandbox, SandboxMode::None);
@@ -1425,12 +1426,16 @@ mod tests {
             (10, 1000, 1001, 16)
         );
         assert_eq!(c.cgroup_parent, "fnrs-a");
+        assert_eq!(c.pool_size, 0);
+        assert_eq!(ProcessDriverConfig::default().pool_size, 4);
         assert!(!c.seccomp);
         assert_eq!(c.rlimits.nofile, None);
         assert_eq!(c.rlimits.memlock, Some(1024));
         assert_eq!(c.rlimits.sigpending, Some(5000));
         let e = ProcessDriverConfig::from_lookup(env(&[(ENV_MAX_PIDS, "lots")])).unwrap_err();
         assert!(e.contains(ENV_MAX_PIDS), "{e}");
+        let e = ProcessDriverConfig::from_lookup(env(&[(ENV_POOL_SIZE, "-1")])).unwrap_err();
+        assert!(e.contains(ENV_POOL_SIZE), "{e}");
         let e = ProcessDriverConfig::from_lookup(env(&[(ENV_SANDBOX, "docker")])).unwrap_err();
         assert!(e.contains(ENV_SANDBOX), "{e}");
     }

@@ -365,22 +365,28 @@ class Bench:
                                 "--bin", "rust-hello", "--bin", "bench-fn"],
                                cwd=ROOT, env=dict(os.environ, **env))
             if r.returncode != 0:
-                sys.exit("static build of the function images failed")
+                self.docker_why = f"not measured (static build for {triple} failed)"
+                log(f"docker driver: {self.docker_why}")
+                return
         for name in names:
             path = os.path.join(self.target, triple, "release", name)
-            if not os.path.exists(path):
-                self.docker_why = f"not measured (missing {path}: drop --skip-build)"
-                return
-            if not is_static(path):
-                self.docker_why = f"not measured ({path} is not static)"
+            if not os.path.exists(path) or not is_static(path):
+                self.docker_why = (f"not measured ({path} is not static)" if os.path.exists(path)
+                                   else f"not measured (missing {path}: drop --skip-build)")
+                log(f"docker driver: {self.docker_why}")
                 return
             with open(path, "rb") as fh:
                 data = fh.read()
             tag = f"fnrs-bench/{name}:{hashlib.sha256(data).hexdigest()[:12]}"
             if not eng.image_exists(tag):
                 log(f"docker build {tag}")
-                eng.build(tag, {name: (data, 0o755)},
-                          f'FROM scratch\nCOPY {name} /{name}\nENTRYPOINT ["/{name}"]\n')
+                try:
+                    eng.build(tag, {name: (data, 0o755)},
+                              f'FROM scratch\nCOPY {name} /{name}\nENTRYPOINT ["/{name}"]\n')
+                except (RuntimeError, OSError, http.client.HTTPException) as e:
+                    self.docker_why = f"not measured (image build failed: {e})"
+                    log(f"docker driver: {self.docker_why}")
+                    return
             self.docker_images[name] = tag
         self.engine = eng
         log(f"docker driver: engine {eng.host}, images {self.docker_images}")

@@ -323,7 +323,7 @@ class Bench:
                             "-p", "fnrs-cli", "-p", "rust-hello", "-p", "fnrs-bench"],
                            cwd=ROOT, check=True)
         rel = os.path.join(target, "release")
-        for b in ["fnrs", "rust-hello", "bench-fn", "fnrs-load"]:
+        for b in ["fnrs", "rust-hello", "bench-fn", "fnrs-load", "bench-proxy"]:
             p = os.path.join(rel, b)
             if not os.path.exists(p):
                 sys.exit(f"missing {p}: build it (drop --skip-build)")
@@ -443,6 +443,30 @@ class Bench:
                     sys.exit(f"floor instance did not create {sock}")
                 time.sleep(poll)
         return out
+
+    def start_proxy(self, cpu, socks):
+        """bench-proxy (a bare hyper TCP -> unix socket proxy) in front of
+        the floor's instances: what the two HTTP hops alone cost."""
+        cmd = taskset(cpu) + [self.bins["bench-proxy"]]
+        for s_ in socks:
+            cmd += ["--socket", f"unix:{s_}"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             start_new_session=True)
+        self.procs.append(p)
+        line = p.stdout.readline()
+        m = re.search(r"proxy listening on (\S+)", line)
+        if not m:
+            p.kill()
+            raise RuntimeError("bench-proxy did not start")
+        return p, f"tcp:{m.group(1)}"
+
+    def stop_proxy(self, p):
+        p.terminate()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
     def stop_server(self, srv):
         srv.proc.send_signal(signal.SIGTERM)
@@ -731,6 +755,11 @@ def hot_phase(b, kind, srv, placement, fn_id, trigger_path, fn_name):
     try:
         r["floor"] = seq_run(b, pl["client"], f"unix:{floor[0][1]}", "/call", n,
                              fn_headers=True)
+        proxy, target = b.start_proxy(pl["server"], [floor[0][1]])
+        try:
+            r["proxy"] = seq_run(b, pl["client"], target, "/x", n, pid=proxy.pid)
+        finally:
+            b.stop_proxy(proxy)
     finally:
         kind.stop_floor(floor)
     r["invoke"] = seq_run(b, pl["client"], srv.target, f"/invoke/{fn_id}", n, pid=srv.pid)
@@ -745,10 +774,16 @@ def hot_phase(b, kind, srv, placement, fn_id, trigger_path, fn_name):
         try:
             direct = conc_run(b, pl["client"], [f"unix:{s}" for _, s in floor], "/call", c,
                               a.conc_secs, fn_headers=True)
+            proxy, target = b.start_proxy(pl["server"], [s_ for _, s_ in floor])
+            try:
+                prox = conc_run(b, pl["client"], [target], "/x", c, a.conc_secs,
+                                pid=proxy.pid)
+            finally:
+                b.stop_proxy(proxy)
         finally:
             kind.stop_floor(floor)
         direct["instances"] = len(floor)
-        r["conc"][str(c)] = {"fnrs": fnrs, "floor": direct}
+        r["conc"][str(c)] = {"fnrs": fnrs, "floor": direct, "proxy": prox}
     r["load_after"] = loadavg()
     return r
 
@@ -1031,11 +1066,15 @@ def med(vals):
 def summarize_runs(runs, clients):
     """Medians over repeated runs; ratios are taken per run first."""
     s = {"runs": len(runs)}
-    for k in ["floor", "invoke", "trigger"]:
+    for k in ["floor", "proxy", "invoke", "trigger"]:
+        if k == "proxy" and not all("proxy" in r for r in runs):
+            continue
         s[k] = {q: med([r[k]["latency"][q] for r in runs])
                 for q in ["p50_us", "p90_us", "p99_us", "p999_us", "mean_us"]}
         s[k]["rps"] = med([r[k]["rps"] for r in runs])
-    for k in ["invoke", "trigger"]:
+    for k in ["proxy", "invoke", "trigger"]:
+        if k not in s:
+            continue
         for q in ["p50_us", "p99_us"]:
             s[k][f"overhead_{q}"] = med([r[k]["latency"][q] - r["floor"]["latency"][q]
                                          for r in runs])
@@ -1060,6 +1099,14 @@ def summarize_runs(runs, clients):
             "instances": med([x["fnrs"]["instances"] for x in rows]),
             "errors": sum(x["fnrs"]["errors"] + x["floor"]["errors"] for x in rows),
         }
+        if all("proxy" in x for x in rows):
+            s["conc"][c].update({
+                "proxy_rps": med([x["proxy"]["rps"] for x in rows]),
+                "proxy_ratio": med([x["proxy"]["rps"] / x["floor"]["rps"] for x in rows
+                                    if x["floor"]["rps"]]),
+                "proxy_cpu_us_per_call": med([x["proxy"]["server"]["cpu_us_per_call"]
+                                              for x in rows]),
+            })
     s["loads"] = [r["load_before"] for r in runs]
     return s
 
@@ -1110,8 +1157,10 @@ def goals(res):
 def process_goals(res, main, row):
     s = main["summary"]
     ov = s["invoke"]["overhead_p50_us"]
+    px = s.get("proxy", {})
     row("hot p50 overhead over the floor, process driver", "<= 40 us",
-        f"{f(ov, ' us', 1)} (/invoke), {f(s['trigger']['overhead_p50_us'], ' us', 1)} (/t)",
+        f"{f(ov, ' us', 1)} (/invoke), {f(s['trigger']['overhead_p50_us'], ' us', 1)} (/t);"
+        f" a bare hyper proxy: {f(px.get('overhead_p50_us'), ' us', 1)}",
         ov is not None and ov <= 40 and s["trigger"]["overhead_p50_us"] <= 40)
     p99 = max(s["invoke"]["p99_us"], s["trigger"]["p99_us"])
     row("hot p99 through fnrs", "<= 500 us",
@@ -1122,7 +1171,9 @@ def process_goals(res, main, row):
     for k in ["8", "32"]:
         if k in c:
             parts.append(f"{k}: {f(c[k]['fnrs_rps'])}/s = {f(c[k]['ratio'] * 100, ' %')}"
-                         f" of {f(c[k]['floor_rps'])}/s direct")
+                         f" of {f(c[k]['floor_rps'])}/s direct"
+                         + (f" (bare proxy {f(c[k]['proxy_ratio'] * 100, ' %')})"
+                            if c[k].get("proxy_ratio") is not None else ""))
             ok = ok and c[k]["ratio"] >= 0.8
     if "8" in c and "32" in c:
         drop = c["32"]["fnrs_rps"] < c["8"]["fnrs_rps"] * 0.95
@@ -1132,7 +1183,8 @@ def process_goals(res, main, row):
         "; ".join(parts), ok if parts else None)
     cpu = s["invoke"]["cpu_us_per_call"]
     row("server CPU per hot call", "<= 30 us",
-        f"{f(cpu, ' us', 1)} (sequential /invoke); "
+        f"{f(cpu, ' us', 1)} (sequential /invoke; a bare hyper proxy:"
+        f" {f(px.get('cpu_us_per_call'), ' us', 1)}); "
         + ", ".join(f"{k} clients: {f(v['cpu_us_per_call'], ' us', 1)}" for k, v in c.items()),
         cpu is not None and cpu <= 30)
     cold = main.get("cold", {}).get("median", {})
@@ -1184,8 +1236,10 @@ def print_report(res):
               f" load per run: {', '.join(s['loads'])}")
             P(f"{'sequential (us)':<22}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}"
               f"{'req/s':>9}{'+p50':>9}{'x p50':>7}{'+p99':>9}{'cpu/call':>10}")
-            for k, label in [("floor", "floor (direct UDS)"), ("invoke", "/invoke"),
-                             ("trigger", "/t/app/src")]:
+            for k, label in [("floor", "floor (direct UDS)"), ("proxy", "bare hyper proxy"),
+                             ("invoke", "/invoke"), ("trigger", "/t/app/src")]:
+                if k not in s:
+                    continue
                 r = s[k]
                 P(f"{label:<22}{f(r['p50_us']):>9}{f(r['p90_us']):>9}{f(r['p99_us']):>9}"
                   f"{f(r['p999_us']):>9}{f(r['rps']):>9}"
@@ -1201,6 +1255,11 @@ def print_report(res):
                   f"{f(r['floor_p50_us']):>9}{f(r['floor_p99_us']):>9}"
                   f"{f(r['cpu_us_per_call'], '', 1):>10}"
                   f"{f(r['rss_kb'] and r['rss_kb'] / 1024, '', 1):>8}{f(r['instances']):>6}")
+            if all("proxy_rps" in r for r in s["conc"].values()):
+                P("  bare hyper proxy over the same instances: " + "; ".join(
+                    f"{c} clients {f(r['proxy_rps'])}/s = {f(r['proxy_ratio'] * 100, ' %')}"
+                    f" of direct, {f(r['proxy_cpu_us_per_call'], ' us', 1)} CPU/call"
+                    for c, r in s["conc"].items()))
             if "idle" in pd:
                 for k, r in pd["idle"].items():
                     P(f"after {k} idle: n={r['count']} p50 {f(r['latency']['p50_us'])} us,"

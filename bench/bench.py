@@ -794,6 +794,22 @@ def strip(run):
     return run
 
 
+def idle_floor_phase(b, kind, placement, fn_name):
+    """The same idle calls on the function alone: what sleeping costs the
+    machine itself (the wake-ups of idle CPUs and threads)."""
+    pl = PLACEMENTS[placement]
+    out = {}
+    floor = kind.start_floor(1, pl["server"], fn_name)
+    try:
+        for ms, n in [(200, b.args.idle_calls[0]), (2000, b.args.idle_calls[1])]:
+            out[f"{ms}ms"] = b.load(pl["client"], [f"unix:{floor[0][1]}"], "/call",
+                                    ["--requests", str(n), "--warmup", "50", "--interval-ms",
+                                     str(ms), "--fn-headers", "--max-seconds", "120"])
+    finally:
+        kind.stop_floor(floor)
+    return out
+
+
 def idle_phase(b, srv, placement, fn_id):
     pl = PLACEMENTS[placement]
     out = {}
@@ -1199,7 +1215,9 @@ def process_goals(res, main, row):
         row("call after 200 ms / 2 s idle", "within the hot p99",
             f"200ms: p50 {f(meds['200ms'], ' us')} max {f(worst['200ms'], ' us')}; "
             f"2s: p50 {f(meds['2000ms'], ' us')} max {f(worst['2000ms'], ' us')}"
-            f" (hot p99 {f(s['invoke']['p99_us'], ' us')})",
+            f" (hot p99 {f(s['invoke']['p99_us'], ' us')})"
+            + "".join(f"; alone after {k}: p50 {f(v['latency']['p50_us'], ' us')}"
+                      for k, v in main.get("idle_floor", {}).items()),
             max(worst.values()) <= s["invoke"]["p99_us"])
     inst = res.get("instances")
     idle_rss = res.get("idle_rss_kb")
@@ -1262,9 +1280,12 @@ def print_report(res):
                     for c, r in s["conc"].items()))
             if "idle" in pd:
                 for k, r in pd["idle"].items():
+                    fl = pd.get("idle_floor", {}).get(k)
                     P(f"after {k} idle: n={r['count']} p50 {f(r['latency']['p50_us'])} us,"
                       f" max {f(r['latency']['max_us'])} us (hot p99"
-                      f" {f(s['invoke']['p99_us'])} us)")
+                      f" {f(s['invoke']['p99_us'])} us)"
+                      + (f"; the function alone: p50 {f(fl['latency']['p50_us'])} us"
+                         f" (hot p50 {f(s['floor']['p50_us'])} us)" if fl else ""))
             if "cold" in pd and drv == "docker":
                 m = pd["cold"]["median"]
                 P(f"cold start (p50 of {pd['cold']['fns']} new fns, us): driver start"
@@ -1418,6 +1439,8 @@ def main():
                 log(f"  idle calls, load {loadavg()}")
                 pd["idle"] = {k: strip(v) | {"samples_us": v.get("samples_us")}
                               for k, v in idle_phase(b, srv, pl, fn_id).items()}
+                pd["idle_floor"] = {k: strip(v) for k, v in
+                                    idle_floor_phase(b, kind, pl, a.function).items()}
                 log(f"  cold starts, load {loadavg()}")
                 pd["cold"] = cold_phase(b, kind, srv, app_id, pl)
                 log(f"  streams, load {loadavg()}")

@@ -3,6 +3,7 @@
 //! batch (group commit). A sync call's answer never waits for the database.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +19,11 @@ const MAX_BATCH: usize = 512;
 const GATHER: Duration = Duration::from_millis(20);
 /// How often old call records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Most records waiting to be written: when the store cannot keep up with
+/// the calls (a slow or unreachable database), records beyond this are
+/// dropped and counted (`fn_records_dropped_total`) instead of growing the
+/// server's memory without bound.
+const MAX_PENDING: usize = 50_000;
 
 enum Record {
     Call(Box<Call>),
@@ -30,6 +36,9 @@ enum Record {
 pub(crate) struct Recorder {
     tx: parking_lot::Mutex<Option<mpsc::UnboundedSender<Record>>>,
     task: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
+    dropped: AtomicUsize,
 }
 
 impl std::fmt::Debug for Record {
@@ -40,15 +49,42 @@ impl std::fmt::Debug for Record {
 
 impl Recorder {
     pub(crate) fn start(store: Arc<dyn Datastore>, keep_per_fn: u32) -> Arc<Self> {
+        Self::start_with_limit(store, keep_per_fn, MAX_PENDING)
+    }
+
+    fn start_with_limit(
+        store: Arc<dyn Datastore>,
+        keep_per_fn: u32,
+        max_pending: usize,
+    ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(store, rx, keep_per_fn));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(run(store, rx, keep_per_fn, Arc::clone(&pending)));
         Arc::new(Self {
             tx: parking_lot::Mutex::new(Some(tx)),
             task: parking_lot::Mutex::new(Some(task)),
+            pending,
+            max_pending,
+            dropped: AtomicUsize::new(0),
         })
     }
 
     fn send(&self, r: Record) {
+        if !matches!(r, Record::Flush(_))
+            && self.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending
+        {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!("fn_records_dropped_total").increment(1);
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped,
+                    pending = self.max_pending,
+                    "call records are written slower than calls end: dropping records"
+                );
+            }
+            return;
+        }
         if let Some(tx) = self.tx.lock().as_ref() {
             let _ = tx.send(r);
         }
@@ -79,7 +115,12 @@ impl Recorder {
     }
 }
 
-async fn run(store: Arc<dyn Datastore>, mut rx: mpsc::UnboundedReceiver<Record>, keep: u32) {
+async fn run(
+    store: Arc<dyn Datastore>,
+    mut rx: mpsc::UnboundedReceiver<Record>,
+    keep: u32,
+    pending: Arc<AtomicUsize>,
+) {
     let mut calls = Vec::new();
     let mut logs = Vec::new();
     let mut flushes = Vec::new();
@@ -89,6 +130,9 @@ async fn run(store: Arc<dyn Datastore>, mut rx: mpsc::UnboundedReceiver<Record>,
         let mut next = Some(first);
         let mut n = 0;
         while let Some(r) = next {
+            if !matches!(r, Record::Flush(_)) {
+                pending.fetch_sub(1, Ordering::Relaxed);
+            }
             match r {
                 Record::Call(c) => calls.push(*c),
                 // Nothing to keep: an empty log is not stored.
@@ -121,5 +165,47 @@ async fn run(store: Arc<dyn Datastore>, mut rx: mpsc::UnboundedReceiver<Record>,
                 Err(e) => tracing::warn!(error = %e, "pruning call records failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fnrs_datastore::conformance::{app, call, func};
+    use fnrs_datastore::{Datastore, MemoryStore};
+    use fnrs_model::{CallFilter, new_id};
+
+    use super::*;
+
+    /// Records beyond the limit of those waiting are dropped and counted;
+    /// the others are all written.
+    #[tokio::test]
+    async fn records_beyond_the_pending_limit_are_dropped() {
+        let store = Arc::new(MemoryStore::new());
+        let a = app("rec");
+        store.insert_app(&a).await.unwrap();
+        let f = func(&a.id, "f");
+        store.insert_fn(&f).await.unwrap();
+        let rec = Recorder::start_with_limit(store.clone(), 0, 10);
+        // The recorder's task cannot run before this test awaits: all 25
+        // records arrive while none has been taken.
+        for _ in 0..25 {
+            rec.call(call(&f, &new_id()));
+        }
+        assert_eq!(rec.dropped.load(Ordering::Relaxed), 15);
+        rec.flush().await;
+        assert_eq!(rec.pending.load(Ordering::Relaxed), 0);
+        // Room again once written.
+        rec.call(call(&f, &new_id()));
+        rec.close().await;
+        let listed = store
+            .list_calls(&CallFilter {
+                fn_id: f.id.clone(),
+                cursor: None,
+                per_page: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 11);
+        assert_eq!(rec.dropped.load(Ordering::Relaxed), 15);
     }
 }

@@ -436,10 +436,15 @@ async fn calls_and_logs() {
         json!({"message": "Successfully loaded log", "log": {"call_id": "C2", "log": "line one\nline two\n"}})
     );
 
+    // A call that wrote nothing (no stored log) has an empty log.
+    let r = get("/v2/fns/FN1/calls/C1/log".into()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "");
+
     for (p, msg) in [
         ("/v2/fns/NOPE/calls", "Fn not found"),
         ("/v2/fns/FN1/calls/NOPE", "Call not found"),
-        ("/v2/fns/FN1/calls/C1/log", "Call log not found"),
+        ("/v2/fns/FN1/calls/NOPE/log", "Call not found"),
         ("/v2/fns/NOPE/calls/C1/log", "Fn not found"),
     ] {
         let r = get(p.into()).await;

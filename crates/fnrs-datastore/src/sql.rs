@@ -494,47 +494,12 @@ fn call_kind(k: CallType) -> &'static str {
     }
 }
 
-/// Inserts or replaces one call record, unless its fn is gone. Returns
-/// whether a row was written.
 /// What an insert of a call record does when the record exists.
-macro_rules! upsert_call_tail {
-    () => {
-        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, type = excluded.type, \
-         method = excluded.method, url = excluded.url, trigger_id = excluded.trigger_id, \
-         created_at = excluded.created_at, started_at = excluded.started_at, \
-         completed_at = excluded.completed_at, http_status = excluded.http_status, \
-         error = excluded.error, stats = excluded.stats"
-    };
-}
-const UPSERT_CALL_TAIL: &str = upsert_call_tail!();
-
-async fn upsert_call(conn: &mut sqlx::AnyConnection, c: &Call) -> Result<bool> {
-    let done = sqlx::query(concat!(
-        "INSERT INTO calls (",
-        call_cols!(),
-        ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
-         WHERE EXISTS (SELECT 1 FROM fns WHERE id = $2)",
-        upsert_call_tail!()
-    ))
-    .bind(&c.id)
-    .bind(&c.fn_id)
-    .bind(&c.app_id)
-    .bind(&c.trigger_id)
-    .bind(c.status.as_str())
-    .bind(call_kind(c.kind))
-    .bind(&c.method)
-    .bind(&c.url)
-    .bind(c.created_at.to_string())
-    .bind(c.started_at.map(|t| t.to_string()))
-    .bind(c.completed_at.map(|t| t.to_string()))
-    .bind(c.http_status.map(i64::from))
-    .bind(&c.error)
-    .bind(to_json(&c.stats))
-    .execute(conn)
-    .await
-    .map_err(internal("put call"))?;
-    Ok(done.rows_affected() > 0)
-}
+const UPSERT_CALL_TAIL: &str = " ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+     type = excluded.type, method = excluded.method, url = excluded.url, \
+     trigger_id = excluded.trigger_id, created_at = excluded.created_at, \
+     started_at = excluded.started_at, completed_at = excluded.completed_at, \
+     http_status = excluded.http_status, error = excluded.error, stats = excluded.stats";
 
 /// Rows written by one multi-row `INSERT` (14 parameters each for calls:
 /// well under SQLite's and Postgres's limits).
@@ -570,12 +535,13 @@ fn multi_row_insert(backend: Backend, head: &str, cols: usize, rows: usize, tail
     sql
 }
 
-/// Insert or update call records in one statement.
+/// Inserts or replaces call records in one statement, skipping those whose
+/// fn is gone. Returns how many rows were written.
 async fn insert_calls(
     backend: Backend,
     conn: &mut sqlx::AnyConnection,
     calls: &[&Call],
-) -> Result<()> {
+) -> Result<u64> {
     let sql = multi_row_insert(
         backend,
         concat!(
@@ -606,8 +572,8 @@ async fn insert_calls(
             .bind(&c.error)
             .bind(to_json(&c.stats));
     }
-    q.execute(conn).await.map_err(internal("put calls"))?;
-    Ok(())
+    let done = q.execute(conn).await.map_err(internal("put calls"))?;
+    Ok(done.rows_affected())
 }
 
 /// Fn's checks of a trigger against its app, its fn and the other triggers'
@@ -1135,7 +1101,7 @@ impl Datastore for SqlStore {
     async fn insert_pending(&self, call: &Call, p: &PendingCall) -> Result<()> {
         const OP: &str = "insert pending call";
         let mut tx = self.begin_write().await?;
-        if !upsert_call(&mut tx, call).await? {
+        if insert_calls(self.backend, &mut tx, &[call]).await? == 0 {
             return Err(Error::FN_NOT_FOUND);
         }
         sqlx::query(

@@ -249,7 +249,8 @@ impl SocketWatch {
                     }
                 } => {
                     if ev.is_none() {
-                        events.0 = None;
+                        // (Closed off the call path too.)
+                        drop(CloseInBackground(events.0.take()));
                     }
                 }
                 _ = poll.tick() => {}

@@ -6,7 +6,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
@@ -194,5 +193,9 @@ fn finish(mut cur: Current, tags: &LogTags, recorder: &Recorder) {
         cur.buf
             .extend_from_slice(b"[fnrs: log truncated at FN_MAX_LOG_SIZE_BYTES]\n");
     }
-    recorder.log(cur.call_id, tags.fn_id.clone(), Bytes::from(cur.buf));
+    // A call that wrote nothing has no log to store (it reads as empty).
+    if cur.buf.is_empty() {
+        return;
+    }
+    recorder.log(cur.call_id, tags.fn_id.clone(), cur.buf);
 }

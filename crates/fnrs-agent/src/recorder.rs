@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use fnrs_datastore::Datastore;
 use fnrs_model::Call;
 use tokio::sync::{mpsc, oneshot};
@@ -14,8 +13,8 @@ use tokio::task::JoinHandle;
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 512;
-/// How long records gather before a write: under load, one commit (and one
-/// fsync) covers many calls instead of one each.
+/// How long records gather before a write: under load, one commit covers
+/// many calls instead of one each.
 const GATHER: Duration = Duration::from_millis(20);
 /// How often old call records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -27,7 +26,7 @@ const MAX_PENDING: usize = 50_000;
 
 enum Record {
     Call(Box<Call>),
-    Log(String, String, Bytes),
+    Log(String, String, Vec<u8>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -94,7 +93,7 @@ impl Recorder {
         self.send(Record::Call(Box::new(call)));
     }
 
-    pub(crate) fn log(&self, call_id: String, fn_id: String, bytes: Bytes) {
+    pub(crate) fn log(&self, call_id: String, fn_id: String, bytes: Vec<u8>) {
         self.send(Record::Log(call_id, fn_id, bytes));
     }
 
@@ -135,9 +134,7 @@ async fn run(
             }
             match r {
                 Record::Call(c) => calls.push(*c),
-                // Nothing to keep: an empty log is not stored.
-                Record::Log(_, _, b) if b.is_empty() => {}
-                Record::Log(id, fn_id, b) => logs.push((id, fn_id, b.to_vec())),
+                Record::Log(id, fn_id, b) => logs.push((id, fn_id, b)),
                 Record::Flush(tx) => flushes.push(tx),
             }
             n += 1;

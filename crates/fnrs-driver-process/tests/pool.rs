@@ -229,9 +229,6 @@ async fn pooled_sandboxes_run_with_the_same_limits_and_leave_nothing() {
     assert!(!pool_root(&parent).exists());
 }
 
-/// Env var that makes `crashing_pool_helper` act as a server.
-const HELPER_ENV: &str = "FNRS_PD_POOL_HELPER_PARENT";
-
 /// Plays a server for `a_crashed_servers_pool_dies_and_is_cleaned`: fills
 /// its pool, starts an instance, prints the pids, waits to be killed.
 #[tokio::test]
@@ -277,59 +274,16 @@ async fn crashing_pool_helper() {
 async fn a_crashed_servers_pool_dies_and_is_cleaned() {
     let name = "crashed_pool";
     let parent = format!("fnrs-test-pd-{name}");
-    let mut server = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "crashing_pool_helper",
-            "--nocapture",
-        ])
-        .env(HELPER_ENV, &parent)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = server.stdout.take().unwrap();
-    let mut pids: Vec<i32> = Vec::new();
-    let mut fn_dir = None;
-    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).take(50) {
-        let line = line.unwrap();
-        if let Some(p) = line.strip_prefix("PIDS ") {
-            pids = p.split(',').map(|p| p.parse().unwrap()).collect();
-        }
-        if let Some(d) = line.strip_prefix("FNDIR ") {
-            fn_dir = Some(PathBuf::from(d));
-            break;
-        }
-    }
-    let all_alive = pids.iter().all(|p| alive(*p));
-    server.kill().unwrap();
-    server.wait().unwrap();
+    let (pids, fn_dir) = crash_helper_server("crashing_pool_helper", &parent);
     // The instance (sleep, bwrap, …) and two waiting sandboxes.
     assert!(pids.len() >= 6, "helper output: {pids:?}");
-    assert!(all_alive);
-    for _ in 0..500 {
-        if pids.iter().all(|p| !alive(*p)) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    for p in &pids {
-        assert!(!alive(*p), "pid {p} outlived the server");
-    }
     // Cgroups and mounts are left; the next server's start removes them.
     assert!(mounted_under(&pool_root(&parent)));
     let (_g, driver) = driver(ProcessDriverConfig {
         pool_size: 0,
         ..config(name)
     });
-    let left: Vec<PathBuf> = driver
-        .cgroup_parents()
-        .iter()
-        .flat_map(|p| std::fs::read_dir(p).unwrap())
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let left = cgroups_left(&driver);
     assert!(left.len() >= 3, "{left:?}");
     driver.cleanup_leftovers().await.unwrap();
     assert!(left.iter().all(|d| !exists(d)), "{left:?}");

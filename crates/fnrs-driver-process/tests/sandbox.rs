@@ -505,9 +505,6 @@ async fn auto_without_bwrap_falls_back_loudly() {
     assert!(dirs.iter().all(|d| !exists(d)));
 }
 
-/// Env var that makes `crashing_server_helper` act as a server.
-const HELPER_ENV: &str = "FNRS_PD_HELPER_PARENT";
-
 /// Plays a server in a child process for `instances_die_with_the_server`:
 /// starts an instance, prints the pids in its cgroup, then waits to be killed.
 #[tokio::test]
@@ -542,56 +539,12 @@ async fn crashing_server_helper() {
 async fn instances_die_with_the_server_and_leftovers_are_cleaned() {
     let name = "instances_die_with_the_server";
     let (_g, driver) = driver(config(name));
-    let mut server = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "crashing_server_helper",
-            "--nocapture",
-        ])
-        .env(HELPER_ENV, format!("fnrs-test-pd-{name}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = server.stdout.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let mut pids: Vec<i32> = Vec::new();
-    let mut fn_dir = None;
-    for line in lines.by_ref().take(50) {
-        let line = line.unwrap();
-        if let Some(p) = line.strip_prefix("PIDS ") {
-            pids = p.split(',').map(|p| p.parse().unwrap()).collect();
-        }
-        if let Some(d) = line.strip_prefix("FNDIR ") {
-            fn_dir = Some(PathBuf::from(d));
-            break;
-        }
-    }
-    let all_alive = pids.iter().all(|p| alive(*p));
-    // The server crashes.
-    server.kill().unwrap();
-    server.wait().unwrap();
+    // The server crashes; everything it started dies with it.
+    let (pids, fn_dir) =
+        crash_helper_server("crashing_server_helper", &format!("fnrs-test-pd-{name}"));
     assert!(pids.len() >= 4, "helper output: {pids:?}");
-    assert!(all_alive);
-    // Everything it started dies with it (bounded poll).
-    for _ in 0..500 {
-        if pids.iter().all(|p| !alive(*p)) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    for p in &pids {
-        assert!(!alive(*p), "pid {p} outlived the server");
-    }
     // Its cgroup is left behind; the next server's start removes it.
-    let left: Vec<PathBuf> = driver
-        .cgroup_parents()
-        .iter()
-        .flat_map(|p| std::fs::read_dir(p).unwrap())
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let left = cgroups_left(&driver);
     assert!(!left.is_empty(), "the crashed server's cgroup");
     driver.cleanup_leftovers().await.unwrap();
     assert!(left.iter().all(|d| !exists(d)), "{left:?}");

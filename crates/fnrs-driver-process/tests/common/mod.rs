@@ -165,3 +165,60 @@ pub fn processes_running(cmdline: &str) -> Vec<i32> {
     }
     found
 }
+
+/// Where a crashing "server" helper test takes its cgroup parent's name.
+pub const HELPER_ENV: &str = "FNRS_PD_HELPER_PARENT";
+
+/// Runs the `#[ignore]`d test `helper` of this test binary as a server (its
+/// cgroup parent in [`HELPER_ENV`]) that prints the pids it started
+/// (`PIDS a,b,…`) and then its fn dir (`FNDIR path`) and waits. The server
+/// is SIGKILLed; every one of those pids must have been alive before and be
+/// gone after (bounded poll). Returns the pids and the fn dir.
+pub fn crash_helper_server(helper: &str, parent: &str) -> (Vec<i32>, Option<PathBuf>) {
+    let mut server = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", helper, "--nocapture"])
+        .env(HELPER_ENV, parent)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let mut pids: Vec<i32> = Vec::new();
+    let mut fn_dir = None;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).take(50) {
+        let line = line.unwrap();
+        if let Some(p) = line.strip_prefix("PIDS ") {
+            pids = p.split(',').map(|p| p.parse().unwrap()).collect();
+        }
+        if let Some(d) = line.strip_prefix("FNDIR ") {
+            fn_dir = Some(PathBuf::from(d));
+            break;
+        }
+    }
+    let all_alive = pids.iter().all(|p| alive(*p));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(!pids.is_empty(), "no pids from {helper}");
+    assert!(all_alive, "{pids:?}");
+    for _ in 0..500 {
+        if pids.iter().all(|p| !alive(*p)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for p in &pids {
+        assert!(!alive(*p), "pid {p} outlived the server");
+    }
+    (pids, fn_dir)
+}
+
+/// The cgroups left under the driver's cgroup parents.
+pub fn cgroups_left(driver: &ProcessDriver) -> Vec<PathBuf> {
+    driver
+        .cgroup_parents()
+        .iter()
+        .flat_map(|p| std::fs::read_dir(p).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect()
+}

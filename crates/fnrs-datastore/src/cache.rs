@@ -238,6 +238,9 @@ impl<S: Datastore> Datastore for CachedStore<S> {
     async fn put_records(&self, calls: &[Call], logs: &[(String, String, Vec<u8>)]) -> Result<()> {
         self.inner.put_records(calls, logs).await
     }
+    fn records_behind(&self, behind: bool) {
+        self.inner.records_behind(behind)
+    }
     async fn get_call(&self, fn_id: &str, call_id: &str) -> Result<Call> {
         self.inner.get_call(fn_id, call_id).await
     }

@@ -17,6 +17,7 @@ mod cache;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 mod memory;
+mod prio;
 mod sql;
 mod url;
 
@@ -136,6 +137,13 @@ pub trait Datastore: Send + Sync + 'static {
         self.put_calls(calls).await?;
         self.put_logs(logs).await
     }
+    /// The recorder tells the store whether it is behind (records wait
+    /// beyond one batch) before each batch; a store may run its writer at
+    /// low priority while it is not. Cheap: called once per batch, from the
+    /// recorder's task. Default: nothing.
+    fn records_behind(&self, behind: bool) {
+        let _ = behind;
+    }
     /// One call of a fn. Missing → 404 "Call not found".
     async fn get_call(&self, fn_id: &str, call_id: &str) -> Result<Call>;
     /// A fn's calls, newest (largest id) first, `id < cursor`, at most `per_page`.
@@ -227,6 +235,9 @@ impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
     }
     async fn put_records(&self, calls: &[Call], logs: &[(String, String, Vec<u8>)]) -> Result<()> {
         (**self).put_records(calls, logs).await
+    }
+    fn records_behind(&self, behind: bool) {
+        (**self).records_behind(behind)
     }
     async fn get_call(&self, fn_id: &str, call_id: &str) -> Result<Call> {
         (**self).get_call(fn_id, call_id).await

@@ -3,6 +3,7 @@
 //! suite runs against both); nothing survives the process.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use fnrs_model::{
@@ -95,12 +96,23 @@ fn page_by_name<T: Clone>(
 #[derive(Default)]
 pub struct MemoryStore {
     tables: Mutex<Tables>,
+    /// How many times the recorder said it was behind, and not behind.
+    behind_reports: [AtomicU64; 2],
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many times [`Datastore::records_behind`] was told `(true, false)`
+    /// (for tests of the recorder; the store itself has no writer to slow).
+    pub fn behind_reports(&self) -> (u64, u64) {
+        (
+            self.behind_reports[0].load(Ordering::Relaxed),
+            self.behind_reports[1].load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -305,6 +317,10 @@ impl Datastore for MemoryStore {
             filter.cursor.as_deref(),
             filter.per_page,
         ))
+    }
+
+    fn records_behind(&self, behind: bool) {
+        self.behind_reports[usize::from(!behind)].fetch_add(1, Ordering::Relaxed);
     }
 
     async fn put_calls(&self, calls: &[Call]) -> Result<()> {

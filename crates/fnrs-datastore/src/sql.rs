@@ -7,10 +7,13 @@
 //!
 //! SQLite: one writer connection (writes never contend with each other) and a
 //! small pool of readers, WAL journal, `synchronous=FULL` (a write is on disk
-//! when the call returns), foreign keys on, busy timeout. PostgreSQL: one pool.
+//! when the call returns), foreign keys on, busy timeout; call records and
+//! logs on a third connection whose thread runs at nice 19 while the recorder
+//! keeps up (see `prio`). PostgreSQL: one pool.
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,6 +25,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Connection, Row, Transaction};
 
+use crate::prio::WriterPriority;
 use crate::url::DbUrl;
 use crate::{Datastore, Result, StoreError, TRIGGER_FN_NOT_IN_APP};
 
@@ -71,6 +75,8 @@ pub struct SqlStore {
     /// so it skips the fsync per commit (it still survives a crash of the
     /// process; a power loss may take the last ones).
     records: AnyPool,
+    /// The CPU priority of the `records` connection's thread (SQLite only).
+    records_prio: Arc<WriterPriority>,
     backend: Backend,
 }
 
@@ -174,11 +180,21 @@ impl SqlStore {
                     .connect(&url)
                     .await
                     .map_err(open)?;
-                let records = pool(1, "NORMAL").connect(&url).await.map_err(open)?;
+                // The record writer keeps its one connection (and so its
+                // thread, whose priority follows the recorder) for ever.
+                let before = crate::prio::worker_threads();
+                let records = pool(1, "NORMAL")
+                    .max_lifetime(None)
+                    .idle_timeout(None)
+                    .connect(&url)
+                    .await
+                    .map_err(open)?;
+                let records_prio = Arc::new(WriterPriority::find(&before));
                 Self {
                     read,
                     write,
                     records,
+                    records_prio,
                     backend: Backend::Sqlite,
                 }
             }
@@ -194,6 +210,8 @@ impl SqlStore {
                     read: pool.clone(),
                     records: pool.clone(),
                     write: pool,
+                    // The writer is the database server.
+                    records_prio: Arc::new(WriterPriority::off()),
                     backend: Backend::Postgres,
                 }
             }
@@ -203,6 +221,15 @@ impl SqlStore {
             .await
             .map_err(|source| StoreError::Migrate { url: shown, source })?;
         Ok(store)
+    }
+
+    /// The OS thread (Linux thread id) that writes call records and logs,
+    /// when its CPU priority follows [`Datastore::records_behind`]: SQLite,
+    /// a process allowed to raise a thread's priority back
+    /// (`CAP_SYS_NICE`), and the thread identified at connect. `None`: the
+    /// writer keeps its normal priority.
+    pub fn records_writer_thread(&self) -> Option<i32> {
+        self.records_prio.tid()
     }
 
     /// The engine behind this store.
@@ -974,6 +1001,10 @@ impl Datastore for SqlStore {
 
     async fn put_logs(&self, logs: &[(String, String, Vec<u8>)]) -> Result<()> {
         self.put_records(&[], logs).await
+    }
+
+    fn records_behind(&self, behind: bool) {
+        self.records_prio.set_behind(behind);
     }
 
     async fn put_records(&self, calls: &[Call], logs: &[(String, String, Vec<u8>)]) -> Result<()> {

@@ -145,6 +145,9 @@ async fn run(
             };
         }
         if !calls.is_empty() || !logs.is_empty() {
+            // Behind: this batch was cut short, or more than a batch waits.
+            // The store may run its writer at low priority while it is not.
+            store.records_behind(n >= MAX_BATCH || pending.load(Ordering::Relaxed) > MAX_BATCH);
             if let Err(e) = store.put_records(&calls, &logs).await {
                 tracing::error!(error = %e, calls = calls.len(), logs = logs.len(), "writing call records failed");
             }
@@ -204,5 +207,39 @@ mod tests {
             .unwrap();
         assert_eq!(listed.len(), 11);
         assert_eq!(rec.dropped.load(Ordering::Relaxed), 15);
+    }
+
+    /// A backlog of more than a batch is reported as behind (so that the
+    /// store writes at full priority) until it is worked off.
+    #[tokio::test]
+    async fn a_backlog_is_reported_behind_until_written() {
+        let store = Arc::new(MemoryStore::new());
+        let a = app("rec");
+        store.insert_app(&a).await.unwrap();
+        let f = func(&a.id, "f");
+        store.insert_fn(&f).await.unwrap();
+        let rec = Recorder::start_with_limit(store.clone(), 0, 10_000);
+        // All arrive before the recorder's task runs: batches of 512, 512
+        // (both cut short, a backlog behind them) and the last 276.
+        let total = 2 * MAX_BATCH + 276;
+        for _ in 0..total {
+            rec.call(call(&f, &new_id()));
+        }
+        rec.flush().await;
+        assert_eq!(store.behind_reports(), (2, 1));
+        // A single record later: not behind.
+        rec.call(call(&f, &new_id()));
+        rec.flush().await;
+        assert_eq!(store.behind_reports(), (2, 2));
+        rec.close().await;
+        let listed = store
+            .list_calls(&CallFilter {
+                fn_id: f.id.clone(),
+                cursor: None,
+                per_page: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), total + 1);
     }
 }

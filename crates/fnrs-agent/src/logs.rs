@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 
 use crate::recorder::Recorder;
@@ -22,15 +23,16 @@ const MAX_LINE: usize = 16 * 1024;
 
 type Reader = Pin<Box<dyn AsyncRead + Send>>;
 
-/// Control messages from the agent to an instance's log task.
+/// Messages from the agent to an instance's log task (rare: the per-call
+/// begin and end go through [`Shared`] without waking the task).
 #[derive(Debug)]
-pub(crate) enum LogCtl {
-    /// A call starts on this instance: lines go to its log from now on.
-    Begin(String),
-    /// A line from fnrs itself for the current call's log.
+enum LogCtl {
+    /// A line from fnrs itself for the current call's log, after what the
+    /// instance has already written.
     Note(String),
-    /// The call is over: its log is handed to the recorder.
-    End,
+    /// A call ended and no close is scheduled: close its log after the grace
+    /// period unless the next call begins first.
+    Arm,
 }
 
 /// Identifies the lines of one instance.
@@ -41,28 +43,90 @@ pub(crate) struct LogTags {
     pub instance_id: String,
 }
 
-/// Where an instance's log task takes its orders.
+/// The log state of one instance, shared by the agent (which begins and ends
+/// calls) and the instance's log task (which appends lines).
+#[derive(Debug)]
+struct Shared {
+    state: parking_lot::Mutex<State>,
+    tags: LogTags,
+    recorder: Arc<Recorder>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    current: Option<Current>,
+    /// When the ended current call's log is to be closed.
+    ending: Option<Instant>,
+    /// The task has (or has been asked to set) a timer for `ending`.
+    timer: bool,
+}
+
+impl Shared {
+    /// Hand a finished call's log to the recorder.
+    fn finish(&self, mut cur: Current) {
+        if cur.truncated {
+            cur.buf
+                .extend_from_slice(b"[fnrs: log truncated at FN_MAX_LOG_SIZE_BYTES]\n");
+        }
+        // A call that wrote nothing has no log to store (it reads as empty).
+        if cur.buf.is_empty() {
+            return;
+        }
+        self.recorder
+            .log(cur.call_id, self.tags.fn_id.clone(), cur.buf);
+    }
+}
+
+/// Where the agent begins and ends the calls of an instance.
 #[derive(Debug, Clone)]
 pub(crate) struct LogHandle {
+    shared: Arc<Shared>,
     ctl: mpsc::UnboundedSender<LogCtl>,
 }
 
 impl LogHandle {
+    /// A call starts on this instance: lines go to its log from now on (and
+    /// the previous call's log, if still open, is closed).
     pub(crate) fn begin(&self, call_id: &str) {
-        let _ = self.ctl.send(LogCtl::Begin(call_id.to_string()));
+        let old = {
+            let mut st = self.shared.state.lock();
+            // Already this call's (the instance started for it): go on.
+            if st.current.as_ref().is_some_and(|c| c.call_id == call_id) {
+                return;
+            }
+            st.ending = None;
+            st.current.replace(Current::new(call_id.to_string()))
+        };
+        if let Some(old) = old {
+            self.shared.finish(old);
+        }
     }
 
+    /// A line from fnrs itself for the current call's log.
     pub(crate) fn note(&self, line: String) {
         let _ = self.ctl.send(LogCtl::Note(line));
     }
 
+    /// The call is over. What the instance writes until the next call begins
+    /// (at most [`TRAILING_GRACE`] later) still belongs to it: a container's
+    /// output arrives through the engine after the answer.
     pub(crate) fn end(&self) {
-        let _ = self.ctl.send(LogCtl::End);
+        let arm = {
+            let mut st = self.shared.state.lock();
+            if st.current.is_none() {
+                return;
+            }
+            st.ending = Some(Instant::now() + TRAILING_GRACE);
+            !std::mem::replace(&mut st.timer, true)
+        };
+        if arm {
+            let _ = self.ctl.send(LogCtl::Arm);
+        }
     }
 }
 
-/// Start capturing. The task ends when every stream has closed and the
-/// handle is dropped.
+/// Start capturing. The task ends when every stream has closed and every
+/// handle is dropped; the current call's log is then closed.
 ///
 /// `call_id`: the call that lines go to from the first byte (the one that
 /// caused the instance to start), if any.
@@ -75,93 +139,115 @@ pub(crate) fn spawn_capture(
     call_id: Option<&str>,
 ) -> LogHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let current = call_id.map(|id| Current {
-        call_id: id.to_string(),
-        buf: Vec::new(),
-        truncated: false,
+    let shared = Arc::new(Shared {
+        state: parking_lot::Mutex::new(State {
+            current: call_id.map(|id| Current::new(id.to_string())),
+            ending: None,
+            timer: false,
+        }),
+        tags,
+        recorder,
     });
-    tokio::spawn(capture(
-        streams, tags, max_bytes, echo, recorder, rx, current,
-    ));
-    LogHandle { ctl: tx }
+    tokio::spawn(capture(streams, Arc::clone(&shared), max_bytes, echo, rx));
+    LogHandle { shared, ctl: tx }
 }
 
+#[derive(Debug)]
 struct Current {
     call_id: String,
     buf: Vec<u8>,
     truncated: bool,
 }
 
+impl Current {
+    fn new(call_id: String) -> Self {
+        Self {
+            call_id,
+            buf: Vec::new(),
+            truncated: false,
+        }
+    }
+}
+
 async fn capture(
     streams: Vec<Reader>,
-    tags: LogTags,
+    shared: Arc<Shared>,
     max_bytes: usize,
     echo: bool,
-    recorder: Arc<Recorder>,
     mut ctl: mpsc::UnboundedReceiver<LogCtl>,
-    mut current: Option<Current>,
 ) {
     let codec = || AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_LINE);
     let mut lines =
         futures::stream::select_all(streams.into_iter().map(|s| FramedRead::new(s, codec())));
     let mut ctl_open = true;
     let mut streams_open = !lines.is_empty();
-    // When the current call's log is to be closed (after its end).
-    let mut ending: Option<tokio::time::Instant> = None;
+    // One timer, re-set only when it fires early: calls that follow each
+    // other closely do not each set one.
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed = false;
+    let tags = &shared.tags;
+    let append = |line: &[u8]| {
+        let mut st = shared.state.lock();
+        on_line(line, tags, st.current.as_mut(), max_bytes, echo);
+    };
     while ctl_open || streams_open {
         tokio::select! {
             biased;
             line = lines.next(), if streams_open => match line {
-                Some(Ok(line)) => on_line(&line, &tags, current.as_mut(), max_bytes, echo),
+                Some(Ok(line)) => append(&line),
                 // Over-long line: the codec skips it; note that something was lost.
-                Some(Err(_)) => on_line(b"[fnrs: line too long, dropped]", &tags, current.as_mut(), max_bytes, echo),
+                Some(Err(_)) => append(b"[fnrs: line too long, dropped]"),
                 None => streams_open = false,
             },
             msg = ctl.recv(), if ctl_open => match msg {
-                // Already this call's (the instance started for it): go on.
-                Some(LogCtl::Begin(call_id)) if current.as_ref().is_some_and(|c| c.call_id == call_id) => {}
-                Some(LogCtl::Begin(call_id)) => {
-                    ending = None;
-                    if let Some(done) = current.take() {
-                        finish(done, &tags, &recorder);
-                    }
-                    current = Some(Current { call_id, buf: Vec::new(), truncated: false });
-                }
-                Some(LogCtl::Note(line)) => {
+                Some(LogCtl::Note(note)) => {
+                    // After whatever the instance has already written.
                     while let Some(Some(Ok(l))) = futures::FutureExt::now_or_never(lines.next()) {
-                        on_line(&l, &tags, current.as_mut(), max_bytes, echo);
+                        append(&l);
                     }
-                    on_line(line.as_bytes(), &tags, current.as_mut(), max_bytes, echo);
+                    append(note.as_bytes());
                 }
-                Some(LogCtl::End) => {
-                    // Whatever is already in the pipes belongs to the call, and so
-                    // does what trails it a little (a container's output arrives
-                    // through the engine after the answer): keep the log open for a
-                    // grace period, or until the next call begins.
-                    while let Some(Some(Ok(line))) = futures::FutureExt::now_or_never(lines.next()) {
-                        on_line(&line, &tags, current.as_mut(), max_bytes, echo);
-                    }
-                    if current.is_some() {
-                        ending = Some(tokio::time::Instant::now() + TRAILING_GRACE);
+                Some(LogCtl::Arm) => {
+                    let at = shared.state.lock().ending;
+                    if let (false, Some(at)) = (armed, at) {
+                        timer.as_mut().reset(at);
+                        armed = true;
                     }
                 }
                 None => ctl_open = false,
             },
-            _ = async {
-                match ending {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                ending = None;
-                if let Some(done) = current.take() {
-                    finish(done, &tags, &recorder);
+            () = &mut timer, if armed => {
+                let done = {
+                    let mut st = shared.state.lock();
+                    match st.ending {
+                        // A later call ended since: wait for its grace.
+                        Some(at) if at > Instant::now() => {
+                            timer.as_mut().reset(at);
+                            None
+                        }
+                        Some(_) => {
+                            st.ending = None;
+                            st.timer = false;
+                            armed = false;
+                            st.current.take()
+                        }
+                        None => {
+                            st.timer = false;
+                            armed = false;
+                            None
+                        }
+                    }
+                };
+                if let Some(done) = done {
+                    shared.finish(done);
                 }
             }
         }
     }
-    if let Some(done) = current.take() {
-        finish(done, &tags, &recorder);
+    let last = shared.state.lock().current.take();
+    if let Some(done) = last {
+        shared.finish(done);
     }
 }
 
@@ -188,14 +274,162 @@ fn on_line(line: &[u8], tags: &LogTags, current: Option<&mut Current>, max: usiz
     }
 }
 
-fn finish(mut cur: Current, tags: &LogTags, recorder: &Recorder) {
-    if cur.truncated {
-        cur.buf
-            .extend_from_slice(b"[fnrs: log truncated at FN_MAX_LOG_SIZE_BYTES]\n");
+#[cfg(test)]
+mod tests {
+    use fnrs_datastore::conformance::{app, call, func};
+    use fnrs_datastore::{Datastore, MemoryStore};
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    struct Rig {
+        store: Arc<MemoryStore>,
+        recorder: Arc<Recorder>,
+        fn_: fnrs_model::Fn,
+        out: Option<tokio::io::DuplexStream>,
+        logs: Option<LogHandle>,
     }
-    // A call that wrote nothing has no log to store (it reads as empty).
-    if cur.buf.is_empty() {
-        return;
+
+    async fn rig(first_call: Option<&str>) -> Rig {
+        let store = Arc::new(MemoryStore::new());
+        let a = app("logs");
+        store.insert_app(&a).await.unwrap();
+        let f = func(&a.id, "f");
+        store.insert_fn(&f).await.unwrap();
+        let recorder = Recorder::start(store.clone(), 0);
+        let (out, reader) = tokio::io::duplex(64 * 1024);
+        let tags = LogTags {
+            app_id: a.id.clone(),
+            fn_id: f.id.clone(),
+            instance_id: "i".into(),
+        };
+        let logs = spawn_capture(
+            vec![Box::pin(reader)],
+            tags,
+            1 << 20,
+            false,
+            Arc::clone(&recorder),
+            first_call,
+        );
+        Rig {
+            store,
+            recorder,
+            fn_: f,
+            out: Some(out),
+            logs: Some(logs),
+        }
     }
-    recorder.log(cur.call_id, tags.fn_id.clone(), cur.buf);
+
+    impl Rig {
+        fn logs(&self) -> &LogHandle {
+            self.logs.as_ref().unwrap()
+        }
+
+        async fn write(&mut self, line: &str) {
+            self.out
+                .as_mut()
+                .unwrap()
+                .write_all(line.as_bytes())
+                .await
+                .unwrap();
+        }
+
+        async fn call(&self, id: &str) {
+            self.store.put_calls(&[call(&self.fn_, id)]).await.unwrap();
+        }
+
+        /// Let the log task take what was written.
+        async fn settle(&self) {
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        }
+
+        async fn log(&self, id: &str) -> String {
+            self.recorder.flush().await;
+            String::from_utf8(self.store.get_log(id).await.unwrap_or_default()).unwrap()
+        }
+    }
+
+    /// Lines go to the call that runs; what trails its end goes to it too,
+    /// until the next call begins, which closes the first call's log.
+    #[tokio::test(start_paused = true)]
+    async fn lines_go_to_the_running_call_and_its_trailing_grace() {
+        let mut r = rig(Some("c1")).await;
+        r.call("c1").await;
+        r.call("c2").await;
+        r.write("starting\n").await;
+        r.logs().begin("c1");
+        r.write("one\r\n").await;
+        r.settle().await;
+        r.logs().end();
+        r.write("trailing one\n").await;
+        r.settle().await;
+        // Still open: nothing stored yet.
+        assert_eq!(r.log("c1").await, "");
+        r.logs().begin("c2");
+        assert_eq!(r.log("c1").await, "starting\none\ntrailing one\n");
+        r.write("two\n").await;
+        r.settle().await;
+        r.logs().end();
+        // No next call: the grace period closes the log.
+        tokio::time::sleep(TRAILING_GRACE + std::time::Duration::from_millis(10)).await;
+        r.settle().await;
+        assert_eq!(r.log("c2").await, "two\n");
+        // Lines between calls belong to no call.
+        r.write("idle\n").await;
+        r.settle().await;
+        r.logs().begin("c3");
+        r.call("c3").await;
+        r.logs().end();
+        drop(r.out.take());
+        drop(r.logs.take());
+        r.settle().await;
+        assert_eq!(r.log("c3").await, "");
+        assert_eq!(r.log("c2").await, "two\n");
+    }
+
+    /// Calls that follow each other within the grace each get their own
+    /// lines, and a grace that ran out for an earlier call does not close a
+    /// later one's log early.
+    #[tokio::test(start_paused = true)]
+    async fn back_to_back_calls_keep_their_own_lines() {
+        let mut r = rig(None).await;
+        for i in 0..5 {
+            let id = format!("c{i}");
+            r.call(&id).await;
+            r.logs().begin(&id);
+            r.write(&format!("line {i}\n")).await;
+            r.settle().await;
+            r.logs().end();
+            tokio::time::sleep(TRAILING_GRACE / 3).await;
+            r.settle().await;
+        }
+        // The last call ended a third of the grace ago: still open.
+        r.write("late\n").await;
+        r.settle().await;
+        assert_eq!(r.log("c4").await, "");
+        tokio::time::sleep(TRAILING_GRACE).await;
+        r.settle().await;
+        for i in 0..4 {
+            assert_eq!(r.log(&format!("c{i}")).await, format!("line {i}\n"));
+        }
+        assert_eq!(r.log("c4").await, "line 4\nlate\n");
+    }
+
+    /// A note from fnrs comes after what the instance already wrote; the log
+    /// closes with the instance's streams when the handle is gone.
+    #[tokio::test(start_paused = true)]
+    async fn notes_follow_written_lines_and_the_log_closes_at_eof() {
+        let mut r = rig(Some("c1")).await;
+        r.call("c1").await;
+        r.write("before\n").await;
+        r.logs().note("[fnrs] out of memory".into());
+        r.settle().await;
+        drop(r.logs.take());
+        r.write("after\n").await;
+        drop(r.out.take());
+        r.settle().await;
+        assert_eq!(r.log("c1").await, "before\n[fnrs] out of memory\nafter\n");
+    }
 }

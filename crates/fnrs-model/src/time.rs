@@ -44,13 +44,40 @@ impl DateTime {
 
     /// RFC 3339 with seconds precision, as in `Fn-Deadline`.
     pub fn to_rfc3339_secs(&self) -> String {
-        self.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+        let d = jiff::tz::Offset::UTC.to_datetime(self.0);
+        if !(0..=9999).contains(&d.year()) {
+            return self.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        }
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            d.year(),
+            d.month(),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        )
     }
 }
 
 impl fmt::Display for DateTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+        // Fields written directly: this runs for every call record.
+        let d = jiff::tz::Offset::UTC.to_datetime(self.0);
+        if !(0..=9999).contains(&d.year()) {
+            return write!(f, "{}", self.0.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"));
+        }
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            d.year(),
+            d.month(),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second(),
+            d.millisecond()
+        )
     }
 }
 
@@ -98,6 +125,22 @@ mod tests {
             DateTime::from_millis(1_555_000_000_000).to_string(),
             "2019-04-11T16:26:40.000Z"
         );
+        assert_eq!(t.to_rfc3339_secs(), "2019-04-11T16:26:40Z");
+        // The direct formatting agrees with strftime's over a spread of
+        // instants, from year 1 to 9999.
+        let mut ms: i64 = -62_135_596_800_000;
+        while ms < 253_402_300_799_000 {
+            let t = DateTime::from_millis(ms);
+            assert_eq!(
+                t.to_string(),
+                t.0.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+            );
+            assert_eq!(
+                t.to_rfc3339_secs(),
+                t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+            );
+            ms += 7_777_777_777_777;
+        }
     }
 
     #[test]

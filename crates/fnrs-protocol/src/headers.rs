@@ -29,6 +29,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// `Proxy-Authorization`, `Te` unless it is `trailers`, `Trailer`,
 /// `Transfer-Encoding`, `Upgrade`).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup
+    // per hop-by-hop name.
+    if !headers
+        .keys()
+        .any(|n| n == header::TE || HOP_BY_HOP.contains(n))
+    {
+        return;
+    }
     // Headers named by `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

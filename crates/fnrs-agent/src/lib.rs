@@ -350,6 +350,7 @@ impl Agent {
             return Arc::clone(p);
         }
         let pool = Arc::new(Pool::new(
+            &func.id,
             version,
             format,
             func.memory,
@@ -387,12 +388,15 @@ impl Agent {
                 self.teardown(d);
             }
             if let Some(inst) = found {
-                metrics::histogram!("fn_queue_wait_seconds").record(queued.elapsed().as_secs_f64());
+                pool.metrics
+                    .queue_wait
+                    .record(queued.elapsed().as_secs_f64());
                 return Ok(inst);
             }
             match self.capacity.try_reserve(pool.memory_mb) {
                 Ok(res) => {
-                    metrics::histogram!("fn_queue_wait_seconds")
+                    pool.metrics
+                        .queue_wait
                         .record(queued.elapsed().as_secs_f64());
                     return self.start_hot(pool, app, func, res, record).await;
                 }
@@ -956,9 +960,14 @@ impl body::Finish for HotFinish {
         };
         inst.logs.end();
         finish_record(&mut record, Some(status), err.as_ref());
-        metrics::counter!("fn_calls_total", "fn_id" => record.fn_id.clone(), "outcome" => outcome_label(err.as_ref()))
-            .increment(1);
-        metrics::histogram!("fn_call_duration_seconds").record(started.elapsed().as_secs_f64());
+        match &err {
+            None => pool.metrics.success.increment(1),
+            Some(e) => metrics::counter!("fn_calls_total", "fn_id" => record.fn_id.clone(), "outcome" => outcome_label(Some(e)))
+                .increment(1),
+        }
+        pool.metrics
+            .duration
+            .record(started.elapsed().as_secs_f64());
         agent.recorder.call(record);
         agent.release(&pool, inst, ok);
     }

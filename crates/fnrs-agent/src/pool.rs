@@ -62,10 +62,21 @@ pub(crate) struct Pool {
     /// One permit per instance put back idle.
     pub idle_ready: Notify,
     retired: AtomicBool,
+    /// The metric handles every call of this pool updates, looked up once.
+    pub metrics: PoolMetrics,
+}
+
+/// Handles of the per-call metrics (`fn_calls_total{outcome="success"}` of
+/// the fn, call duration, queue wait).
+pub(crate) struct PoolMetrics {
+    pub success: metrics::Counter,
+    pub duration: metrics::Histogram,
+    pub queue_wait: metrics::Histogram,
 }
 
 impl Pool {
     pub(crate) fn new(
+        fn_id: &str,
         version: Version,
         format: Format,
         memory_mb: u64,
@@ -79,6 +90,11 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             idle_ready: Notify::new(),
             retired: AtomicBool::new(false),
+            metrics: PoolMetrics {
+                success: metrics::counter!("fn_calls_total", "fn_id" => fn_id.to_owned(), "outcome" => "success"),
+                duration: metrics::histogram!("fn_call_duration_seconds"),
+                queue_wait: metrics::histogram!("fn_queue_wait_seconds"),
+            },
         }
     }
 

@@ -842,8 +842,8 @@ def cold_phase(b, kind, srv, app_id, placement):
             st, rec = srv.api("GET", f"/v2/fns/{fn_id}/calls/{call_id}")
             if st == 200 and isinstance(rec, dict):
                 cs = (rec.get("stats") or {}).get("cold_start") or {}
-                row["start_us"] = cs.get("start_us")
-                row["ready_us"] = cs.get("ready_us")
+                for k in ["reserve_us", "start_us", "ready_us", "first_byte_us"]:
+                    row[k] = cs.get(k)
                 break
             time.sleep(0.02)
         rows.append(row)
@@ -857,7 +857,7 @@ def cold_phase(b, kind, srv, app_id, placement):
     st, metrics = srv.api("GET", "/metrics")
     phases = {}
     if st == 200 and isinstance(metrics, str):
-        for ph in ["start", "ready"]:
+        for ph in ["reserve", "start", "ready", "first_byte"]:
             s = re.search(r'fn_cold_start_seconds_sum\{[^}]*phase="%s"[^}]*\} (\S+)' % ph, metrics)
             c = re.search(r'fn_cold_start_seconds_count\{[^}]*phase="%s"[^}]*\} (\S+)' % ph,
                           metrics)
@@ -870,7 +870,8 @@ def cold_phase(b, kind, srv, app_id, placement):
         return statistics.median(v) if v else None
     if kind.name == "docker":
         driver_timings(srv, rows)
-    summary = {k: med(k) for k in ["start_us", "ready_us", "ttfb_us", "total_us", "own_us",
+    summary = {k: med(k) for k in ["reserve_us", "start_us", "ready_us", "first_byte_us",
+                                   "ttfb_us", "total_us", "own_us",
                                    "in_engine_us", "image_us", "attach_us"]}
     engine = None
     if kind.name == "docker":
@@ -1288,9 +1289,11 @@ def print_report(res):
                          f" (hot p50 {f(s['floor']['p50_us'])} us)" if fl else ""))
             if "cold" in pd and drv == "docker":
                 m = pd["cold"]["median"]
-                P(f"cold start (p50 of {pd['cold']['fns']} new fns, us): driver start"
+                P(f"cold start (p50 of {pd['cold']['fns']} new fns, us): reserve"
+                  f" {f(m.get('reserve_us'))}, driver start"
                   f" {f(m.get('start_us'))}, +socket ready {f(m.get('ready_wait_us'))}"
-                  f" (ready {f(m.get('ready_us'))}), rest to first byte"
+                  f" (ready {f(m.get('ready_us'))}, the agent's first byte"
+                  f" {f(m.get('first_byte_us'))}), rest to the client's first byte"
                   f" {f(m.get('other_us'))}; first byte {f(m.get('ttfb_us'))},"
                   f" total {f(m.get('total_us'))}")
                 P(f"  of which in its create and start requests to the engine"
@@ -1305,9 +1308,11 @@ def print_report(res):
                   f" (p50 of {e['plain']['n']}): socket after {f(m.get('plain_ready_us'))}")
             elif "cold" in pd:
                 m = pd["cold"]["median"]
-                P(f"cold start (p50 of {pd['cold']['fns']} new fns, us): driver start"
+                P(f"cold start (p50 of {pd['cold']['fns']} new fns, us): reserve"
+                  f" {f(m.get('reserve_us'))}, driver start"
                   f" {f(m.get('start_us'))}, +socket ready {f(m.get('ready_wait_us'))}"
-                  f" (ready {f(m.get('ready_us'))}), rest to first byte"
+                  f" (ready {f(m.get('ready_us'))}, the agent's first byte"
+                  f" {f(m.get('first_byte_us'))}), rest to the client's first byte"
                   f" {f(m.get('other_us'))}; first byte {f(m.get('ttfb_us'))},"
                   f" total {f(m.get('total_us'))}; the binary alone (no sandbox): socket"
                   f" after {f(m.get('floor_ready_us'))}, first call {f(m.get('floor_first_call_us'))}")

@@ -294,6 +294,19 @@ impl Agent {
             Conn::HttpStream(c) => c.call(req).await,
             Conn::Stdio(c) => c.call(req).await,
         };
+        if let (Some(t0), true) = (inst.cold_since.take(), result.is_ok()) {
+            // The first call of a new instance: its cold start ends here.
+            let t = t0.elapsed();
+            metrics::histogram!("fn_cold_start_seconds", "phase" => "first_byte")
+                .record(t.as_secs_f64());
+            if let Some(cs) = record
+                .stats
+                .get_mut("cold_start")
+                .and_then(|v| v.as_object_mut())
+            {
+                cs.insert("first_byte_us".into(), (t.as_micros() as u64).into());
+            }
+        }
         match result {
             Ok(handle) => {
                 let (parts, inner) = handle.response.into_parts();
@@ -398,7 +411,7 @@ impl Agent {
                     pool.metrics
                         .queue_wait
                         .record(queued.elapsed().as_secs_f64());
-                    return self.start_hot(pool, app, func, res, record).await;
+                    return self.start_hot(pool, app, func, res, record, queued).await;
                 }
                 Err(short) => {
                     if self.evict(short, Some(pool)).await {
@@ -451,8 +464,10 @@ impl Agent {
         func: &Arc<Fn>,
         reservation: Reservation,
         record: &mut Call,
+        queued: Instant,
     ) -> Result<HotInstance, Error> {
         let t0 = Instant::now();
+        let t_reserved = t0.saturating_duration_since(queued);
         let driver = Arc::clone(self.driver_for(&func.image)?);
         let id = fnrs_model::new_id();
         let http_stream = pool.format == Format::HttpStream;
@@ -560,13 +575,17 @@ impl Agent {
         };
         let t_ready = t0.elapsed();
         metrics::counter!("fn_cold_starts_total").increment(1);
+        metrics::histogram!("fn_cold_start_seconds", "phase" => "reserve")
+            .record(t_reserved.as_secs_f64());
         metrics::histogram!("fn_cold_start_seconds", "phase" => "start")
             .record(t_started.as_secs_f64());
         metrics::histogram!("fn_cold_start_seconds", "phase" => "ready")
             .record(t_ready.as_secs_f64());
+        // `first_byte_us` joins these when the first call's answer begins.
         record.stats.insert(
             "cold_start".into(),
             serde_json::json!({
+                "reserve_us": t_reserved.as_micros() as u64,
                 "start_us": t_started.as_micros() as u64,
                 "ready_us": t_ready.as_micros() as u64,
             }),
@@ -579,6 +598,7 @@ impl Agent {
             iofs_dir,
             reservation: Some(reservation),
             idle_since: Instant::now(),
+            cold_since: Some(t0),
         })
     }
 

@@ -43,6 +43,9 @@ pub(crate) struct HotInstance {
     pub iofs_dir: Option<PathBuf>,
     pub reservation: Option<Reservation>,
     pub idle_since: Instant,
+    /// When its start began, until its first call has its first byte (for
+    /// the cold start's `first_byte` phase).
+    pub cold_since: Option<Instant>,
 }
 
 impl HotInstance {

@@ -206,3 +206,83 @@ async fn images_outside_the_process_roots_are_refused() {
     );
     assert_eq!(s.invoke(&ok, "fine").await.status, 200);
 }
+
+/// `/metrics` counts the calls of each fn by outcome, times them, and splits
+/// cold starts into their phases, as the first call's record does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_by_outcome_and_cold_starts() {
+    let s = Srv::start().await;
+    let d = py_fn(
+        r#"    body = data.getvalue().decode()
+    if body == "fail":
+        raise Exception("asked to fail")
+    return response.Response(ctx, response_data="ok")"#,
+    );
+    let f = s.func("metered", &d.image(), json!({})).await;
+    for _ in 0..3 {
+        assert_eq!(s.invoke(&f, "fine").await.status, 200);
+    }
+    assert_eq!(s.invoke(&f, "fail").await.status, 502);
+    // The first call's record carries the cold start's phases, in order.
+    // (Records are written in batches: wait for all four, at most 10 s.)
+    let mut calls = Vec::new();
+    for _ in 0..100 {
+        let page = s
+            .json("GET", &format!("/v2/fns/{f}/calls?per_page=10"), None)
+            .await
+            .1;
+        calls = page["items"].as_array().cloned().unwrap_or_default();
+        if calls.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    let cold: Vec<&serde_json::Value> = calls
+        .iter()
+        .filter_map(|c| c["stats"].get("cold_start"))
+        .collect();
+    assert_eq!(cold.len(), 1, "one cold start among {calls:?}");
+    let us = |k: &str| {
+        cold[0][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {}", cold[0]))
+    };
+    assert!(us("start_us") <= us("ready_us"), "{}", cold[0]);
+    assert!(us("ready_us") <= us("first_byte_us"), "{}", cold[0]);
+    let _ = us("reserve_us");
+    let r = s.http.get(s.url("/metrics")).send().await.expect("metrics");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    // The value of the one sample whose line has all of `parts`.
+    let value = |parts: &[&str]| -> f64 {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+            .collect();
+        assert_eq!(lines.len(), 1, "{parts:?} in:\n{text}");
+        lines[0].rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let fn_label = format!("fn_id=\"{f}\"");
+    assert_eq!(
+        value(&["fn_calls_total{", &fn_label, "outcome=\"success\""]),
+        3.0
+    );
+    assert_eq!(
+        value(&["fn_calls_total{", &fn_label, "outcome=\"error\""]),
+        1.0
+    );
+    // The failed call kept its instance (the FDK answered 502 for it).
+    assert_eq!(value(&["fn_cold_starts_total "]), 1.0);
+    // Only answered calls are timed (the failed one is counted above).
+    assert_eq!(value(&["fn_call_duration_seconds_count"]), 3.0);
+    for phase in ["reserve", "start", "ready", "first_byte"] {
+        assert_eq!(
+            value(&[
+                "fn_cold_start_seconds_count{",
+                &format!("phase=\"{phase}\"")
+            ]),
+            1.0
+        );
+    }
+}

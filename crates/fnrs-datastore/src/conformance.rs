@@ -37,6 +37,7 @@ pub async fn run_all(store: Store) {
         calls,
         logs,
         record_batches,
+        logs_with_records,
         pending,
         concurrent_writers
     );
@@ -1013,6 +1014,121 @@ pub async fn record_batches(s: Store) {
         s.get_log(&quiet.id).await.unwrap_err(),
         Error::CALL_LOG_NOT_FOUND
     );
+    clean(&s).await;
+}
+
+/// Logs that come with their call records (in the same `put_records`) and
+/// are appended to later, in every order: a log before its record, appends
+/// between two records of a call, a log that comes with a second record;
+/// binary bytes; batches of odd sizes. They read whole and in order, and
+/// go with their call on prune, fn removal and app removal.
+pub async fn logs_with_records(s: Store) {
+    assert_empty_start(&s).await;
+    let a = app("logrec");
+    s.insert_app(&a).await.unwrap();
+    let f = func(&a.id, "f");
+    let g = func(&a.id, "g");
+    s.insert_fn(&f).await.unwrap();
+    s.insert_fn(&g).await.unwrap();
+    let log = |id: &str, x: &Fn, b: &[u8]| (id.to_string(), x.id.clone(), b.to_vec());
+    let ids = call_ids(5);
+    let c: Vec<Call> = ids.iter().map(|id| call(&f, id)).collect();
+    let (c0, c1, c2, c3, c4) = (&ids[0], &ids[1], &ids[2], &ids[3], &ids[4]);
+
+    // c0 and c1: record and log together (c1's in two chunks); c2: a log
+    // with no record; c3: a record with no log; c4: an empty log.
+    s.put_records(
+        &[c[0].clone(), c[1].clone(), c[3].clone(), c[4].clone()],
+        &[
+            log(c0, &f, b"a0 "),
+            log(c1, &f, &[0x00, 0xff]),
+            log(c2, &f, b"early "),
+            log(c1, &f, &[0xfe]),
+            log(c4, &f, b""),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.get_log(c0).await.unwrap(), b"a0 ");
+    assert_eq!(s.get_log(c1).await.unwrap(), [0x00, 0xff, 0xfe]);
+    assert_eq!(s.get_log(c2).await.unwrap(), b"early ");
+    for id in [c3, c4] {
+        assert_eq!(s.get_log(id).await.unwrap_err(), Error::CALL_LOG_NOT_FOUND);
+    }
+    assert_eq!(s.get_call(&f.id, c0).await.unwrap(), c[0]);
+
+    // Appends, then every call's record again with more log.
+    s.put_logs(&[log(c0, &f, b"b0 ")]).await.unwrap();
+    s.put_logs(&[log(c0, &f, b"c0 ")]).await.unwrap();
+    let mut again: Vec<Call> = c[..4].to_vec();
+    for x in &mut again {
+        x.status = CallStatus::Error;
+        x.error = Some("again".into());
+    }
+    s.put_records(
+        &again,
+        &[
+            log(c3, &f, b"three"),
+            log(c0, &f, b"d0"),
+            log(c1, &f, &[0x01]),
+            log(c2, &f, b"late"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.get_log(c0).await.unwrap(), b"a0 b0 c0 d0");
+    assert_eq!(s.get_log(c1).await.unwrap(), [0x00, 0xff, 0xfe, 0x01]);
+    assert_eq!(s.get_log(c2).await.unwrap(), b"early late");
+    assert_eq!(s.get_log(c3).await.unwrap(), b"three");
+    for x in &again {
+        assert_eq!(&s.get_call(&f.id, &x.id).await.unwrap(), x);
+    }
+    // A record without a log keeps the log written so far.
+    s.put_calls(&c[..1]).await.unwrap();
+    assert_eq!(s.get_call(&f.id, c0).await.unwrap(), c[0]);
+    assert_eq!(s.get_log(c0).await.unwrap(), b"a0 b0 c0 d0");
+    s.put_logs(&[log(c3, &f, b" more")]).await.unwrap();
+    assert_eq!(s.get_log(c3).await.unwrap(), b"three more");
+
+    // A batch of 61 calls of g, 3 of which have a log already.
+    let gids = call_ids(61);
+    for i in [0, 30, 60] {
+        s.put_logs(&[log(&gids[i], &g, b"pre ")]).await.unwrap();
+    }
+    let gcalls: Vec<Call> = gids.iter().map(|id| call(&g, id)).collect();
+    let glogs: Vec<(String, String, Vec<u8>)> = gids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| log(id, &g, format!("g{i}").as_bytes()))
+        .collect();
+    s.put_records(&gcalls, &glogs).await.unwrap();
+    for (i, id) in gids.iter().enumerate() {
+        let pre = if [0, 30, 60].contains(&i) { "pre " } else { "" };
+        assert_eq!(
+            String::from_utf8(s.get_log(id).await.unwrap()).unwrap(),
+            format!("{pre}g{i}")
+        );
+    }
+
+    // Retention: f keeps c3 and c4, g its 2 newest; the others' logs go
+    // (c2's too: its record came after its first log).
+    assert_eq!(s.prune_calls(2).await.unwrap(), 3 + 59);
+    for id in [c0, c1, c2].into_iter().chain(&gids[..59]) {
+        assert_eq!(s.get_log(id).await.unwrap_err(), Error::CALL_LOG_NOT_FOUND);
+    }
+    assert_eq!(s.get_log(c3).await.unwrap(), b"three more");
+    assert_eq!(s.get_log(&gids[60]).await.unwrap(), b"pre g60");
+    assert_eq!(s.get_log(&gids[59]).await.unwrap(), b"g59");
+
+    // Removing f takes c3's log (row and appended part); removing the app
+    // takes g's.
+    s.remove_fn(&f.id).await.unwrap();
+    assert_eq!(s.get_log(c3).await.unwrap_err(), Error::CALL_LOG_NOT_FOUND);
+    assert_eq!(s.get_log(&gids[59]).await.unwrap(), b"g59");
+    s.remove_app(&a.id).await.unwrap();
+    for id in &gids[59..] {
+        assert_eq!(s.get_log(id).await.unwrap_err(), Error::CALL_LOG_NOT_FOUND);
+    }
     clean(&s).await;
 }
 

@@ -88,16 +88,30 @@ impl std::fmt::Debug for SqlStore {
     }
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "call log inline",
+        include_str!("../migrations/sqlite/0002_call_log_inline.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "call log inline",
+        include_str!("../migrations/postgres/0002_call_log_inline.sql"),
+    ),
+];
 
 fn migrator(backend: Backend) -> Migrator {
     let list = match backend {
@@ -526,11 +540,125 @@ const UPSERT_CALL_TAIL: &str = " ON CONFLICT (id) DO UPDATE SET status = exclude
      type = excluded.type, method = excluded.method, url = excluded.url, \
      trigger_id = excluded.trigger_id, created_at = excluded.created_at, \
      started_at = excluded.started_at, completed_at = excluded.completed_at, \
-     http_status = excluded.http_status, error = excluded.error, stats = excluded.stats";
+     http_status = excluded.http_status, error = excluded.error, stats = excluded.stats, \
+     log = COALESCE(excluded.log, calls.log)";
 
-/// Rows written by one multi-row `INSERT` (14 parameters each for calls:
-/// well under SQLite's and Postgres's limits).
+/// Most rows written by one multi-row `INSERT` (15 parameters each for
+/// calls: well under SQLite's and Postgres's limits).
 const ROWS_PER_INSERT: usize = 64;
+
+/// How a batch of `n` rows is cut into multi-row statements: as many of
+/// [`ROWS_PER_INSERT`] as fit, then the rest by powers of two (61 → 32, 16,
+/// 8, 4, 1). Only 7 sizes, so each statement kind has at most 7 texts and
+/// they all stay in the connection's prepared statement cache (sqlx keeps
+/// 100 per connection; one text per batch size, 1 to 64, thrashed it).
+fn statement_sizes(n: usize) -> impl Iterator<Item = usize> {
+    let full = n / ROWS_PER_INSERT;
+    let rest = n % ROWS_PER_INSERT;
+    std::iter::repeat_n(ROWS_PER_INSERT, full).chain(
+        (0..usize::BITS)
+            .rev()
+            .map(|b| 1usize << b)
+            .filter(move |&p| rest & p != 0),
+    )
+}
+
+/// A log chunk to append: `(call_id, fn_id, bytes)`.
+type Chunk<'a> = (&'a str, &'a str, Cow<'a, [u8]>);
+
+/// The log to keep in each call's row (aligned with the batch's calls).
+type OwnLogs<'a> = Vec<Option<Cow<'a, [u8]>>>;
+
+/// Sorts a batch's logs: those of the batch's `calls` (same call id and fn
+/// id) joined per call, in the order given, aligned with `calls`; and the
+/// others (logs of calls recorded earlier or not yet) as chunks to append.
+fn split_logs<'a>(
+    calls: &[&'a Call],
+    logs: &[&'a (String, String, Vec<u8>)],
+) -> (OwnLogs<'a>, Vec<Chunk<'a>>) {
+    let mut own: OwnLogs<'a> = vec![None; calls.len()];
+    let mut rest = Vec::new();
+    if logs.is_empty() {
+        return (own, rest);
+    }
+    let index: std::collections::HashMap<&str, usize> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.as_str(), i))
+        .collect();
+    // A call with a chunk under another fn id keeps all its chunks apart, so
+    // that they stay in order.
+    let mixed: std::collections::HashSet<&str> = logs
+        .iter()
+        .filter(|(id, fn_id, _)| {
+            index
+                .get(id.as_str())
+                .is_some_and(|&i| calls[i].fn_id != *fn_id)
+        })
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    for (id, fn_id, data) in logs.iter().copied() {
+        match index.get(id.as_str()) {
+            Some(&i) if !mixed.contains(id.as_str()) => match &mut own[i] {
+                Some(joined) => joined.to_mut().extend_from_slice(data),
+                slot => *slot = Some(Cow::Borrowed(data)),
+            },
+            _ => rest.push((id.as_str(), fn_id.as_str(), Cow::Borrowed(&data[..]))),
+        }
+    }
+    (own, rest)
+}
+
+/// Moves to `rest` the logs in `own` of calls that already have some log
+/// stored (in their row or in `call_logs`): a log kept in the call row must
+/// come before every appended chunk, so only a call's first log goes there.
+async fn divert_stored_logs<'a>(
+    backend: Backend,
+    conn: &mut sqlx::AnyConnection,
+    calls: &[&'a Call],
+    own: &mut [Option<Cow<'a, [u8]>>],
+    rest: &mut Vec<Chunk<'a>>,
+) -> Result<()> {
+    use std::fmt::Write;
+    let with_log: Vec<usize> = (0..calls.len()).filter(|&i| own[i].is_some()).collect();
+    let mut at = 0;
+    for n in statement_sizes(with_log.len()) {
+        let part = &with_log[at..at + n];
+        at += n;
+        let mut sql = String::with_capacity(240 + n * 8);
+        sql.push_str("SELECT v.column1 FROM (VALUES ");
+        for r in 0..n {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    let _ = write!(sql, "${}", r + 1);
+                }
+            }
+            sql.push(')');
+        }
+        sql.push_str(
+            ") AS v WHERE EXISTS (SELECT 1 FROM call_logs WHERE call_logs.call_id = v.column1) \
+             OR EXISTS (SELECT 1 FROM calls WHERE calls.id = v.column1 AND calls.log IS NOT NULL)",
+        );
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for &i in part {
+            q = q.bind(&calls[i].id);
+        }
+        let stored = q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(internal("put logs"))?;
+        for id in stored {
+            if let Some(&i) = part.iter().find(|&&i| calls[i].id == id)
+                && let Some(data) = own[i].take()
+            {
+                rest.push((calls[i].id.as_str(), calls[i].fn_id.as_str(), data));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// `head FROM (VALUES ($1, …, 0), …) AS v WHERE <the fn exists> tail`:
 /// `rows` rows of `cols` parameters, numbered in order, and then the row's
@@ -568,21 +696,22 @@ async fn insert_calls(
     backend: Backend,
     conn: &mut sqlx::AnyConnection,
     calls: &[&Call],
+    logs: &[Option<Cow<'_, [u8]>>],
 ) -> Result<u64> {
     let sql = multi_row_insert(
         backend,
         concat!(
             "INSERT INTO calls (",
             call_cols!(),
-            ") SELECT column1, column2, column3, column4, column5, column6, column7, \
-             column8, column9, column10, column11, column12, column13, column14"
+            ", log) SELECT column1, column2, column3, column4, column5, column6, column7, \
+             column8, column9, column10, column11, column12, column13, column14, column15"
         ),
-        14,
+        15,
         calls.len(),
         UPSERT_CALL_TAIL,
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for c in calls {
+    for (c, log) in calls.iter().zip(logs) {
         q = q
             .bind(&c.id)
             .bind(&c.fn_id)
@@ -597,7 +726,8 @@ async fn insert_calls(
             .bind(c.completed_at.map(|t| t.to_string()))
             .bind(c.http_status.map(i64::from))
             .bind(&c.error)
-            .bind(to_json(&c.stats));
+            .bind(to_json(&c.stats))
+            .bind(log.as_deref());
     }
     let done = q.execute(conn).await.map_err(internal("put calls"))?;
     Ok(done.rows_affected())
@@ -1027,6 +1157,10 @@ impl Datastore for SqlStore {
             .filter(|(i, c)| last.get(c.id.as_str()) == Some(i))
             .map(|(_, c)| c)
             .collect();
+        // The log of a call recorded in this batch goes into its call row
+        // (its chunks joined in order), unless the call already has some log
+        // stored (see `split_logs`); the others are appended to `call_logs`.
+        let (mut own, mut rest) = split_logs(&calls, &logs);
         let mut tx = match self.backend {
             Backend::Sqlite => self.records.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.records.begin().await,
@@ -1040,23 +1174,28 @@ impl Datastore for SqlStore {
                 .await
                 .map_err(internal("put records"))?;
         }
-        for chunk in calls.chunks(ROWS_PER_INSERT) {
-            insert_calls(self.backend, &mut tx, chunk).await?;
+        divert_stored_logs(self.backend, &mut tx, &calls, &mut own, &mut rest).await?;
+        let mut at = 0;
+        for n in statement_sizes(calls.len()) {
+            insert_calls(self.backend, &mut tx, &calls[at..at + n], &own[at..at + n]).await?;
+            at += n;
         }
-        for chunk in logs.chunks(ROWS_PER_INSERT) {
+        let mut at = 0;
+        for n in statement_sizes(rest.len()) {
             let sql = multi_row_insert(
                 self.backend,
                 "INSERT INTO call_logs (call_id, fn_id, data) SELECT column1, column2, column3",
                 3,
-                chunk.len(),
+                n,
                 // Chunks of a log are appended in the order given.
                 " ORDER BY column4",
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (call_id, fn_id, data) in chunk {
-                q = q.bind(call_id).bind(fn_id).bind(data);
+            for (call_id, fn_id, data) in &rest[at..at + n] {
+                q = q.bind(*call_id).bind(*fn_id).bind(&**data);
             }
             q.execute(&mut *tx).await.map_err(internal("put logs"))?;
+            at += n;
         }
         tx.commit().await.map_err(internal("put records"))
     }
@@ -1092,12 +1231,17 @@ impl Datastore for SqlStore {
     }
 
     async fn get_log(&self, call_id: &str) -> Result<Vec<u8>> {
-        let chunks: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT data FROM call_logs WHERE call_id = $1 ORDER BY seq")
-                .bind(call_id)
-                .fetch_all(&self.read)
-                .await
-                .map_err(internal("get log"))?;
+        // The part kept in the call row first, then the appended chunks.
+        let chunks: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM (SELECT log AS data, 0 AS part, 0 AS seq FROM calls \
+             WHERE id = $1 AND log IS NOT NULL \
+             UNION ALL SELECT data, 1 AS part, seq FROM call_logs WHERE call_id = $1) l \
+             ORDER BY part, seq",
+        )
+        .bind(call_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(internal("get log"))?;
         if chunks.is_empty() {
             return Err(Error::CALL_LOG_NOT_FOUND);
         }
@@ -1132,7 +1276,7 @@ impl Datastore for SqlStore {
     async fn insert_pending(&self, call: &Call, p: &PendingCall) -> Result<()> {
         const OP: &str = "insert pending call";
         let mut tx = self.begin_write().await?;
-        if insert_calls(self.backend, &mut tx, &[call]).await? == 0 {
+        if insert_calls(self.backend, &mut tx, &[call], &[None]).await? == 0 {
             return Err(Error::FN_NOT_FOUND);
         }
         sqlx::query(

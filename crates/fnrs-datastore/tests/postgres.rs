@@ -105,7 +105,7 @@ async fn postgres_schema_is_migrated_once_and_data_kept() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(applied, [1]);
+    assert_eq!(applied, [1, 2]);
     conn.close().await.unwrap();
 }
 

@@ -65,7 +65,7 @@ async fn fresh_file_gets_schema_wal_and_private_parent_dir() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(applied, [1]);
+    assert_eq!(applied, [1, 2]);
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut conn)
         .await
@@ -235,4 +235,77 @@ fn acknowledged_writes_survive_sigkill() {
         }
         store.close().await;
     });
+}
+
+/// A file made by the first schema (every log chunk in `call_logs`) is
+/// upgraded in place: its logs still read, and what comes later (a log
+/// with the call's record, an append) goes after them.
+#[tokio::test]
+async fn first_schema_file_is_upgraded_with_its_logs() {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fn.db");
+    sqlx::any::install_default_drivers();
+    {
+        let mut conn =
+            sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                .await
+                .unwrap();
+        Migrator::with_migrations(vec![Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/sqlite/0001_init.sql")),
+            false,
+        )])
+        .run(&mut conn)
+        .await
+        .unwrap();
+        let at = "2019-04-11T16:26:40.123Z";
+        for sql in [
+            format!(
+                "INSERT INTO apps VALUES ('a1', 'app', '{{}}', '{{}}', NULL, '', '{at}', '{at}')"
+            ),
+            format!(
+                "INSERT INTO fns VALUES ('f1', 'a1', 'f', 'img', NULL, 128, 30, 30, '{{}}', \
+                 '{{}}', '', '{at}', '{at}')"
+            ),
+            "INSERT INTO call_logs (call_id, fn_id, data) VALUES ('c1', 'f1', X'6F6C6420'), \
+             ('c2', 'f1', X'00'), ('c1', 'f1', X'6F6E6520')"
+                .to_string(),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+    }
+    let store = SqlStore::connect(
+        &format!("sqlite3://{}", path.display()),
+        &SqlOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.get_log("c1").await.unwrap(), b"old one ");
+    let f = store.get_fn("f1").await.unwrap();
+    let c1 = conformance::call(&f, "c1");
+    store
+        .put_records(
+            std::slice::from_ref(&c1),
+            &[("c1".into(), "f1".into(), b"new".to_vec())],
+        )
+        .await
+        .unwrap();
+    store
+        .put_logs(&[("c1".into(), "f1".into(), b"!".to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(store.get_log("c1").await.unwrap(), b"old one new!");
+    assert_eq!(store.get_log("c2").await.unwrap(), [0]);
+    assert_eq!(store.get_call("f1", "c1").await.unwrap(), c1);
+    store.remove_fn("f1").await.unwrap();
+    assert!(store.get_log("c1").await.is_err());
+    assert!(store.get_log("c2").await.is_err());
+    store.close().await;
 }

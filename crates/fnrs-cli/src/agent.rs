@@ -185,6 +185,10 @@ fn docker_driver(
     DockerDriver::new(dc).map_err(|e| anyhow::anyhow!("docker driver: {e}"))
 }
 
+/// A server's cgroup directory with no lock file at all is judged dead only
+/// after this long: a server creates its cgroups a moment before its lock.
+const LOCKLESS_CGROUP_AGE: Duration = Duration::from_secs(600);
+
 /// Remove the instance cgroups of servers that are not running any more
 /// (their iofs lock is free), killing what is left in them.
 async fn clean_dead_servers(me: &str) {
@@ -196,7 +200,20 @@ async fn clean_dead_servers(me: &str) {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if e.path().is_dir() && name != me && !fnrs_agent::server_is_live(&locks, &name) {
+            if !e.path().is_dir() || name == me {
+                continue;
+            }
+            // A server that is starting has its cgroups before its lock:
+            // without a lock file, only an old directory is a dead server's.
+            let lockless_and_old = || {
+                !locks.join(format!("{name}.lock")).exists()
+                    && e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age >= LOCKLESS_CGROUP_AGE)
+            };
+            if fnrs_agent::server_is_dead(&locks, &name) || lockless_and_old() {
                 dead.insert(name);
             }
         }

@@ -286,3 +286,31 @@ async fn metrics_count_calls_by_outcome_and_cold_starts() {
         );
     }
 }
+
+/// A server that is starting makes its cgroups a moment before it takes its
+/// lock: another server starting meanwhile must not take them for a dead
+/// server's and remove them (that failed calls of parallel servers with
+/// "cannot create cgroup").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_servers_cgroups_are_not_taken_for_leftovers() {
+    let starting = format!("STARTING{}", std::process::id());
+    let mut made = Vec::new();
+    for root in ["/sys/fs/cgroup/memory/fnrs", "/sys/fs/cgroup/fnrs"] {
+        if std::path::Path::new(root)
+            .parent()
+            .is_some_and(|p| p.join("cgroup.procs").exists())
+        {
+            let d = std::path::Path::new(root).join(&starting);
+            std::fs::create_dir_all(&d).expect("cgroup made");
+            made.push(d);
+        }
+    }
+    assert!(!made.is_empty(), "no memory cgroup hierarchy found");
+    let s = Srv::start().await;
+    // The new server has cleaned up what it judged left over by now.
+    let _ = s.health().await;
+    for d in &made {
+        assert!(d.exists(), "{} was removed", d.display());
+        std::fs::remove_dir(d).expect("cgroup removed");
+    }
+}

@@ -1339,3 +1339,28 @@ impl Datastore for SqlStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_into_few_fixed_statement_sizes() {
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 0..=300 {
+            let sizes: Vec<usize> = statement_sizes(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{n}: {sizes:?}");
+            // Full statements, then at most one of each smaller size.
+            let rest = &sizes[n / ROWS_PER_INSERT..];
+            assert!(rest.windows(2).all(|w| w[0] > w[1]), "{n}: {sizes:?}");
+            seen.extend(sizes);
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 64]
+        );
+        assert_eq!(statement_sizes(61).collect::<Vec<_>>(), [32, 16, 8, 4, 1]);
+        assert_eq!(statement_sizes(150).collect::<Vec<_>>(), [64, 64, 16, 4, 2]);
+    }
+}

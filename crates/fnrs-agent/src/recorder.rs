@@ -176,15 +176,31 @@ mod tests {
 
     use super::*;
 
-    /// Records beyond the limit of those waiting are dropped and counted;
-    /// the others are all written.
-    #[tokio::test]
-    async fn records_beyond_the_pending_limit_are_dropped() {
+    async fn store_with_fn() -> (Arc<MemoryStore>, fnrs_model::Fn) {
         let store = Arc::new(MemoryStore::new());
         let a = app("rec");
         store.insert_app(&a).await.unwrap();
         let f = func(&a.id, "f");
         store.insert_fn(&f).await.unwrap();
+        (store, f)
+    }
+
+    async fn calls_of(store: &MemoryStore, f: &fnrs_model::Fn) -> Vec<Call> {
+        store
+            .list_calls(&CallFilter {
+                fn_id: f.id.clone(),
+                cursor: None,
+                per_page: 0,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Records beyond the limit of those waiting are dropped and counted;
+    /// the others are all written.
+    #[tokio::test]
+    async fn records_beyond_the_pending_limit_are_dropped() {
+        let (store, f) = store_with_fn().await;
         let rec = Recorder::start_with_limit(store.clone(), 0, 10);
         // The recorder's task cannot run before this test awaits: all 25
         // records arrive while none has been taken.
@@ -197,14 +213,7 @@ mod tests {
         // Room again once written.
         rec.call(call(&f, &new_id()));
         rec.close().await;
-        let listed = store
-            .list_calls(&CallFilter {
-                fn_id: f.id.clone(),
-                cursor: None,
-                per_page: 0,
-            })
-            .await
-            .unwrap();
+        let listed = calls_of(&store, &f).await;
         assert_eq!(listed.len(), 11);
         assert_eq!(rec.dropped.load(Ordering::Relaxed), 15);
     }
@@ -213,11 +222,7 @@ mod tests {
     /// store writes at full priority) until it is worked off.
     #[tokio::test]
     async fn a_backlog_is_reported_behind_until_written() {
-        let store = Arc::new(MemoryStore::new());
-        let a = app("rec");
-        store.insert_app(&a).await.unwrap();
-        let f = func(&a.id, "f");
-        store.insert_fn(&f).await.unwrap();
+        let (store, f) = store_with_fn().await;
         let rec = Recorder::start_with_limit(store.clone(), 0, 10_000);
         // All arrive before the recorder's task runs: batches of 512, 512
         // (both cut short, a backlog behind them) and the last 276.
@@ -232,14 +237,7 @@ mod tests {
         rec.flush().await;
         assert_eq!(store.behind_reports(), (2, 2));
         rec.close().await;
-        let listed = store
-            .list_calls(&CallFilter {
-                fn_id: f.id.clone(),
-                cursor: None,
-                per_page: 0,
-            })
-            .await
-            .unwrap();
+        let listed = calls_of(&store, &f).await;
         assert_eq!(listed.len(), total + 1);
     }
 }

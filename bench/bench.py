@@ -796,7 +796,8 @@ def strip(run):
 
 def idle_floor_phase(b, kind, placement, fn_name):
     """The same idle calls on the function alone: what sleeping costs the
-    machine itself (the wake-ups of idle CPUs and threads)."""
+    machine itself (the wake-ups of idle CPUs and threads); and through the
+    bare proxy (`<ms>ms proxy`): what it costs two HTTP hops."""
     pl = PLACEMENTS[placement]
     out = {}
     floor = kind.start_floor(1, pl["server"], fn_name)
@@ -805,6 +806,14 @@ def idle_floor_phase(b, kind, placement, fn_name):
             out[f"{ms}ms"] = b.load(pl["client"], [f"unix:{floor[0][1]}"], "/call",
                                     ["--requests", str(n), "--warmup", "50", "--interval-ms",
                                      str(ms), "--fn-headers", "--max-seconds", "120"])
+        proxy, target = b.start_proxy(pl["server"], [floor[0][1]])
+        try:
+            for ms, n in [(200, b.args.idle_calls[0]), (2000, b.args.idle_calls[1])]:
+                out[f"{ms}ms proxy"] = b.load(pl["client"], [target], "/call",
+                                              ["--requests", str(n), "--warmup", "50",
+                                               "--interval-ms", str(ms), "--max-seconds", "120"])
+        finally:
+            b.stop_proxy(proxy)
     finally:
         kind.stop_floor(floor)
     return out
@@ -1217,7 +1226,8 @@ def process_goals(res, main, row):
             f"200ms: p50 {f(meds['200ms'], ' us')} max {f(worst['200ms'], ' us')}; "
             f"2s: p50 {f(meds['2000ms'], ' us')} max {f(worst['2000ms'], ' us')}"
             f" (hot p99 {f(s['invoke']['p99_us'], ' us')})"
-            + "".join(f"; alone after {k}: p50 {f(v['latency']['p50_us'], ' us')}"
+            + "".join(f"; {'bare proxy' if k.endswith('proxy') else 'alone'} after"
+                      f" {k.split()[0]}: p50 {f(v['latency']['p50_us'], ' us')}"
                       for k, v in main.get("idle_floor", {}).items()),
             max(worst.values()) <= s["invoke"]["p99_us"])
     inst = res.get("instances")
@@ -1282,11 +1292,14 @@ def print_report(res):
             if "idle" in pd:
                 for k, r in pd["idle"].items():
                     fl = pd.get("idle_floor", {}).get(k)
+                    px = pd.get("idle_floor", {}).get(f"{k} proxy")
                     P(f"after {k} idle: n={r['count']} p50 {f(r['latency']['p50_us'])} us,"
                       f" max {f(r['latency']['max_us'])} us (hot p99"
                       f" {f(s['invoke']['p99_us'])} us)"
                       + (f"; the function alone: p50 {f(fl['latency']['p50_us'])} us"
-                         f" (hot p50 {f(s['floor']['p50_us'])} us)" if fl else ""))
+                         f" (hot p50 {f(s['floor']['p50_us'])} us)" if fl else "")
+                      + (f"; the bare proxy: p50 {f(px['latency']['p50_us'])} us,"
+                         f" max {f(px['latency']['max_us'])} us" if px else ""))
             if "cold" in pd and drv == "docker":
                 m = pd["cold"]["median"]
                 P(f"cold start (p50 of {pd['cold']['fns']} new fns, us): reserve"

@@ -395,9 +395,16 @@ async fn cold(
 
 #[tokio::test]
 async fn cold_never_ends_times_out() {
-    let e = cold("sleep 30", Limits::default(), Duration::from_millis(300))
-        .await
-        .unwrap_err();
+    // `exec`: the process killed on drop is the sleeper itself (a forked
+    // `sleep` would outlive the test holding its stderr; the drivers kill a
+    // whole cgroup or container, this test only its child).
+    let e = cold(
+        "exec sleep 30",
+        Limits::default(),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap_err();
     assert_eq!((e.error.status, &*e.error.message), (504, "Timed out"));
 }
 

@@ -5,7 +5,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -44,13 +43,23 @@ pub const SOCKET_NAME: &str = "lsnr.sock";
 /// request was written is re-dialled, never reported as a failure (Fn issue
 /// #1470). After any call that did not end cleanly the next call uses a fresh
 /// connection.
+///
+/// The HTTP connection has no task of its own: whoever waits on the call (for
+/// the response head, then by polling the response body) drives it, so a hot
+/// call wakes no other task. A watchdog task per instance enforces the call's
+/// deadline, also when nobody polls the body; it sleeps until the earliest
+/// deadline that may still matter and is not woken per call.
 pub struct HttpStreamConn {
     /// The socket inode, held open.
     _socket: File,
     /// `/proc/self/fd/N` of `_socket`, what we dial.
     dial_path: PathBuf,
     limits: Limits,
-    link: Option<Link>,
+    /// The request side of the current connection (its driving half is in
+    /// `shared`).
+    link: Option<http1::SendRequest<BoxBody>>,
+    shared: Arc<Shared>,
+    watchdog: tokio::task::AbortHandle,
 }
 
 impl std::fmt::Debug for HttpStreamConn {
@@ -109,15 +118,20 @@ impl HttpStreamConn {
     pub async fn connect(iofs_dir: &Path, limits: Limits) -> Result<Self, ProtocolError> {
         let socket = open_socket(iofs_dir)?;
         let dial_path = PathBuf::from(format!("/proc/self/fd/{}", socket.as_raw_fd()));
-        let link = Link::dial(&dial_path, &limits).await.map_err(|e| {
+        let (sender, conn) = dial(&dial_path, &limits).await.map_err(|e| {
             ProtocolError::new(errors::CONTAINER_INIT_FAIL, ErrorKind::Init, false)
                 .with_source(e.source.unwrap_or_else(|| "connect failed".into()))
         })?;
+        let shared = Arc::new(Shared::default());
+        shared.lock().conn = Some(conn);
+        let watchdog = tokio::spawn(watchdog(shared.clone())).abort_handle();
         Ok(Self {
             _socket: socket,
             dial_path,
             limits,
-            link: Some(link),
+            link: Some(sender),
+            shared,
+            watchdog,
         })
     }
 
@@ -128,7 +142,7 @@ impl HttpStreamConn {
 
     /// Send one call and wait for the response head (bounded by
     /// `req.timeout`). On success the body streams and the timeout keeps
-    /// running over it in the connection's task; `done` tells how it ended.
+    /// running over it; `done` tells how it ended.
     ///
     /// If the returned future is dropped before it completes, the function may
     /// still be working on the request: the next call uses a fresh connection,
@@ -170,27 +184,24 @@ impl HttpStreamConn {
         *request.uri_mut() = Uri::from_static("/call");
         *request.headers_mut() = headers;
 
-        let resp = match tokio::time::timeout_at(deadline, self.send(request)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                self.link = None;
+        // Only a connection whose last call ended cleanly is used again.
+        let reuse = self.shared.begin(deadline);
+        if !reuse || self.link.as_ref().is_none_or(|s| s.is_closed()) {
+            self.drop_link();
+        }
+        let resp = match self.send(request, deadline).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.drop_link();
                 return Err(e);
             }
-            Err(_) => {
-                self.link = None;
-                return Err(ProtocolError::timeout());
-            }
         };
-        let Some(link) = self.link.as_ref() else {
-            return Err(ProtocolError::receive("connection lost"));
-        };
-        let shared = link.shared.clone();
-        let conn_task_gone = link.task.is_finished();
+        let shared = self.shared.clone();
 
         match resp.status().as_u16() {
             200 => {}
             502 => {
-                self.link = None;
+                self.drop_link();
                 return Err(ProtocolError::new(
                     errors::FUNCTION_FAILED,
                     ErrorKind::FunctionFailed,
@@ -198,7 +209,7 @@ impl HttpStreamConn {
                 ));
             }
             504 => {
-                self.link = None;
+                self.drop_link();
                 return Err(ProtocolError::new(
                     errors::TIMED_OUT,
                     ErrorKind::Timeout,
@@ -206,7 +217,7 @@ impl HttpStreamConn {
                 ));
             }
             other => {
-                self.link = None;
+                self.drop_link();
                 return Err(ProtocolError::new(
                     errors::INVALID_RESPONSE,
                     ErrorKind::BadResponse,
@@ -223,7 +234,7 @@ impl HttpStreamConn {
                 .map(|(n, v)| n.as_str().len() + v.len() + 4)
                 .sum::<usize>();
         if head_size > self.limits.max_response_header_bytes {
-            self.link = None;
+            self.drop_link();
             return Err(ProtocolError::new(
                 errors::HEADER_TOO_LARGE,
                 ErrorKind::BadResponse,
@@ -234,7 +245,7 @@ impl HttpStreamConn {
         if let Some(limit) = limit
             && resp.body().size_hint().lower() > limit
         {
-            self.link = None;
+            self.drop_link();
             return Err(ProtocolError::new(
                 errors::BODY_TOO_LARGE,
                 ErrorKind::BadResponse,
@@ -245,7 +256,7 @@ impl HttpStreamConn {
         let (mut parts, incoming) = resp.into_parts();
         if gateway {
             let (status, headers) = hdr::unwrap_gateway_response(&parts.headers).map_err(|n| {
-                self.link = None;
+                self.drop_link();
                 ProtocolError::new(errors::INVALID_RESPONSE, ErrorKind::BadResponse, true)
                     .with_source(format!("invalid Fn-Http-Status {n}"))
             })?;
@@ -257,15 +268,10 @@ impl HttpStreamConn {
         }
 
         let (tx, rx) = oneshot::channel();
-        shared.arm(deadline, tx);
-        if conn_task_gone {
-            // The connection already ended (the whole body is buffered in
-            // hyper): its task cannot enforce the deadline any more.
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(deadline).await;
-                shared.fire_timeout();
-            });
+        if !shared.arm(tx) {
+            // The deadline passed between the head and here.
+            self.drop_link();
+            return Err(ProtocolError::timeout());
         }
         let body = ResponseBody {
             inner: incoming,
@@ -280,30 +286,62 @@ impl HttpStreamConn {
         })
     }
 
+    /// Forget the current connection (closing it); the next call re-dials.
+    fn drop_link(&mut self) {
+        self.link = None;
+        let conn = self.shared.lock().conn.take();
+        drop(conn);
+    }
+
     /// Send on the kept connection, re-dialling once if it is found closed
-    /// before the request was written.
+    /// before the request was written. Drives the connection while waiting.
     async fn send(
         &mut self,
         mut req: Request<BoxBody>,
+        deadline: Instant,
     ) -> Result<Response<Incoming>, ProtocolError> {
+        let shared = self.shared.clone();
         for attempt in 0..2 {
-            let usable = self.link.as_ref().is_some_and(Link::usable);
-            if !usable {
-                self.link = None;
-                self.link = Some(Link::dial(&self.dial_path, &self.limits).await?);
+            if self.link.is_none() {
+                // Rare (first call after a failure): a timer of its own.
+                let (sender, conn) =
+                    tokio::time::timeout_at(deadline, dial(&self.dial_path, &self.limits))
+                        .await
+                        .map_err(|_| ProtocolError::timeout())??;
+                shared.lock().conn = Some(conn);
+                self.link = Some(sender);
             }
-            let Some(link) = self.link.as_mut() else {
+            let Some(sender) = self.link.as_mut() else {
                 continue;
             };
-            if link.sender.ready().await.is_err() {
-                self.link = None;
+            let ready = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = sender.poll_ready(cx) {
+                    return Poll::Ready(r);
+                }
+                shared.drive(cx);
+                sender.poll_ready(cx)
+            })
+            .await;
+            if ready.is_err() {
+                if shared.timed_out() {
+                    return Err(ProtocolError::timeout());
+                }
+                self.drop_link();
                 continue;
             }
-            link.shared.begin();
-            match link.sender.try_send_request(req).await {
+            let mut pending = std::pin::pin!(sender.try_send_request(req));
+            let sent = std::future::poll_fn(|cx| {
+                shared.drive(cx);
+                pending.as_mut().poll(cx)
+            })
+            .await;
+            match sent {
                 Ok(resp) => return Ok(resp),
                 Err(mut e) => {
-                    self.link = None;
+                    if shared.timed_out() {
+                        return Err(ProtocolError::timeout());
+                    }
+                    self.drop_link();
                     match e.take_message() {
                         Some(r) if attempt == 0 => {
                             req = r;
@@ -317,6 +355,20 @@ impl HttpStreamConn {
         Err(ProtocolError::receive(
             "connection closed twice before the request was sent",
         ))
+    }
+}
+
+impl Drop for HttpStreamConn {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+        self.link = None;
+        let conn = self.shared.lock().conn.take();
+        drop(conn);
+        // A call whose body is still out loses its connection now.
+        self.shared.finish(
+            Outcome::failed(ProtocolError::receive("connection dropped")),
+            false,
+        );
     }
 }
 
@@ -337,128 +389,156 @@ fn is_user_body_error(e: &hyper::Error) -> bool {
     e.to_string().contains("user body")
 }
 
-/// One HTTP/1.1 connection and the task that drives it.
-struct Link {
-    sender: http1::SendRequest<BoxBody>,
-    shared: Arc<Shared>,
-    task: tokio::task::AbortHandle,
+type Connection = http1::Connection<TokioIo<UnixStream>, BoxBody>;
+
+/// Open one HTTP/1.1 connection to the function's socket.
+async fn dial(
+    path: &Path,
+    limits: &Limits,
+) -> Result<(http1::SendRequest<BoxBody>, Pin<Box<Connection>>), ProtocolError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(ProtocolError::receive)?;
+    let buf = limits
+        .max_response_header_bytes
+        .saturating_add(1024)
+        .clamp(8192, MAX_HEAD_BUFFER);
+    let (sender, conn) = http1::Builder::new()
+        .max_buf_size(buf)
+        .handshake::<_, BoxBody>(TokioIo::new(stream))
+        .await
+        .map_err(ProtocolError::receive)?;
+    Ok((sender, Box::pin(conn)))
 }
 
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.task.abort();
-        // A call whose body is still out loses its connection now.
-        self.shared.finish(
-            Outcome::failed(ProtocolError::receive("connection dropped")),
-            false,
-        );
-    }
-}
-
-impl Link {
-    async fn dial(path: &Path, limits: &Limits) -> Result<Link, ProtocolError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(ProtocolError::receive)?;
-        let buf = limits
-            .max_response_header_bytes
-            .saturating_add(1024)
-            .clamp(8192, MAX_HEAD_BUFFER);
-        let (sender, conn) = http1::Builder::new()
-            .max_buf_size(buf)
-            .handshake::<_, BoxBody>(TokioIo::new(stream))
-            .await
-            .map_err(ProtocolError::receive)?;
-        let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(drive(conn, shared.clone())).abort_handle();
-        Ok(Link {
-            sender,
-            shared,
-            task,
-        })
-    }
-
-    fn usable(&self) -> bool {
-        !self.sender.is_closed() && self.shared.reusable.load(Ordering::Acquire)
-    }
-}
-
-/// State of the call on one connection, shared by the caller, the response
-/// body and the connection task.
+/// State of the instance's connection and current call, shared by the
+/// caller, the response body and the watchdog.
 struct Shared {
-    slot: Mutex<Slot>,
+    state: Mutex<State>,
+    /// Wakes the watchdog when it must look at an earlier deadline.
     notify: Notify,
-    /// The last call ended cleanly (body read to its end).
-    reusable: AtomicBool,
 }
 
 impl Default for Shared {
     fn default() -> Self {
         Self {
-            slot: Mutex::new(Slot::default()),
+            state: Mutex::new(State {
+                conn: None,
+                deadline: None,
+                done: None,
+                timed_out: false,
+                reusable: true,
+                watch_until: None,
+            }),
             notify: Notify::new(),
-            reusable: AtomicBool::new(true),
         }
     }
 }
 
-#[derive(Default)]
-struct Slot {
+struct State {
+    /// The driving half of the current HTTP connection.
+    conn: Option<Pin<Box<Connection>>>,
+    /// Deadline of the call in progress (head and body).
     deadline: Option<Instant>,
+    /// Reports how the body phase ended.
     done: Option<oneshot::Sender<Outcome>>,
     timed_out: bool,
+    /// The last call ended cleanly (body read to its end).
+    reusable: bool,
+    /// When the watchdog wakes next; `None` while it waits for a call.
+    watch_until: Option<Instant>,
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A request is about to go out: until its body ends cleanly the
-    /// connection is not reusable.
-    fn begin(&self) {
-        self.reusable.store(false, Ordering::Release);
-        self.lock().timed_out = false;
-    }
-
-    /// The response head is back: start the body phase with its deadline.
-    fn arm(&self, deadline: Instant, done: oneshot::Sender<Outcome>) {
-        {
+    /// A call starts with this deadline: until its body ends cleanly the
+    /// connection is not reusable. Returns whether the connection kept from
+    /// the last call may be used.
+    fn begin(&self, deadline: Instant) -> bool {
+        let (wake, reuse) = {
             let mut s = self.lock();
-            s.deadline = Some(deadline);
-            s.done = Some(done);
+            let reuse = s.reusable && s.conn.is_some();
+            s.reusable = false;
             s.timed_out = false;
+            s.done = None;
+            s.deadline = Some(deadline);
+            let wake = s.watch_until.is_none_or(|w| deadline < w);
+            if wake {
+                s.watch_until = Some(deadline);
+            }
+            (wake, reuse)
+        };
+        if wake {
+            self.notify.notify_one();
         }
-        self.notify.notify_one();
+        reuse
+    }
+
+    /// The response head is back: the body phase reports through `done`.
+    /// False if the call already timed out.
+    fn arm(&self, done: oneshot::Sender<Outcome>) -> bool {
+        let mut s = self.lock();
+        if s.timed_out || s.deadline.is_none() {
+            return false;
+        }
+        s.done = Some(done);
+        true
+    }
+
+    /// Poll the connection once with the caller's context.
+    fn drive(&self, cx: &mut Context<'_>) {
+        let mut s = self.lock();
+        let Some(conn) = s.conn.as_mut() else {
+            return;
+        };
+        let Poll::Ready(r) = conn.as_mut().poll(cx) else {
+            return;
+        };
+        let conn = s.conn.take();
+        drop(s);
+        drop(conn);
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "function connection failed");
+            self.finish(Outcome::failed(ProtocolError::receive(e)), false);
+        }
     }
 
     /// End the body phase (first caller wins). Returns whether it was active.
+    /// A connection that is not reusable is closed now.
     fn finish(&self, outcome: Outcome, reusable: bool) -> bool {
-        let done = {
+        let (done, conn) = {
             let mut s = self.lock();
             s.deadline = None;
-            s.done.take()
+            let done = s.done.take();
+            if done.is_some() && reusable {
+                s.reusable = true;
+            }
+            let conn = if reusable { None } else { s.conn.take() };
+            (done, conn)
         };
+        drop(conn);
         match done {
             Some(tx) => {
-                if reusable {
-                    self.reusable.store(true, Ordering::Release);
-                }
                 let _ = tx.send(outcome);
-                self.notify.notify_one();
                 true
             }
             None => false,
         }
     }
 
+    /// The call's deadline passed: close the connection (waking whoever
+    /// waits on it) and report the timeout.
     fn fire_timeout(&self) {
-        let done = {
+        let (done, conn) = {
             let mut s = self.lock();
             s.deadline = None;
             s.timed_out = true;
-            s.done.take()
+            (s.done.take(), s.conn.take())
         };
+        drop(conn);
         if let Some(tx) = done {
             let _ = tx.send(Outcome::failed(ProtocolError::timeout()));
         }
@@ -469,41 +549,49 @@ impl Shared {
     }
 }
 
-/// Drives one connection and enforces the deadline of the current call's
-/// body phase, also when nobody polls the body. Ends (dropping the
-/// connection) on timeout.
-async fn drive(conn: http1::Connection<TokioIo<UnixStream>, BoxBody>, shared: Arc<Shared>) {
-    let mut conn = std::pin::pin!(conn);
-    let mut conn_done = false;
+/// Enforces the current call's deadline. Sleeps until the deadline it last
+/// saw; a call that starts meanwhile with a later deadline (the usual case:
+/// same timeout, later start) does not wake it, it just sleeps again until
+/// that one. Only a call starting while it waits idle, or one with an earlier
+/// deadline, notifies it.
+async fn watchdog(shared: Arc<Shared>) {
     loop {
         let notified = shared.notify.notified();
-        let (deadline, active) = {
-            let s = shared.lock();
-            (s.deadline, s.done.is_some())
-        };
-        if conn_done && !active {
-            return;
-        }
-        let far = Instant::now() + std::time::Duration::from_secs(86400 * 365);
-        tokio::select! {
-            r = &mut conn, if !conn_done => {
-                conn_done = true;
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "function connection failed");
-                    shared.finish(Outcome::failed(ProtocolError::receive(e)), false);
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        let target = {
+            let mut s = shared.lock();
+            match s.deadline {
+                Some(d) if d <= Instant::now() => {
+                    drop(s);
+                    shared.fire_timeout();
+                    continue;
+                }
+                Some(d) => {
+                    s.watch_until = Some(d);
+                    Some(d)
+                }
+                None => {
+                    s.watch_until = None;
+                    None
                 }
             }
-            _ = notified => {}
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
-                shared.fire_timeout();
-                return;
+        };
+        match target {
+            Some(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(d) => {}
+                    _ = notified => {}
+                }
             }
+            None => notified.await,
         }
     }
 }
 
-/// The function's response body on its way to the client: counts bytes
-/// against the limit and reports the end of the exchange.
+/// The function's response body on its way to the client: drives the
+/// connection, counts bytes against the limit and reports the end of the
+/// exchange.
 struct ResponseBody {
     inner: Incoming,
     shared: Arc<Shared>,
@@ -519,6 +607,19 @@ impl ResponseBody {
         self.shared.finish(Outcome::failed(err), false);
         msg.into()
     }
+
+    fn poll_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Poll::Ready(r) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(r);
+        }
+        // Nothing buffered: let the connection read (it wakes us when there
+        // is more), then look again.
+        self.shared.drive(cx);
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
 }
 
 impl Body for ResponseBody {
@@ -533,7 +634,7 @@ impl Body for ResponseBody {
         if this.finished {
             return Poll::Ready(None);
         }
-        match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        match std::task::ready!(this.poll_inner(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -583,7 +684,8 @@ impl Drop for ResponseBody {
             self.shared.finish(Outcome::ok(), true);
         } else {
             // The client went away mid-body: the instance is fine, this
-            // connection is not (unread data); the next call re-dials.
+            // connection is not (unread data); it is closed and the next call
+            // re-dials.
             self.shared.finish(Outcome::ok(), false);
         }
     }

@@ -428,3 +428,112 @@ async fn swapping_the_socket_after_connect_does_not_redirect() {
         assert_eq!(body, "inside");
     }
 }
+
+/// Answers `ok` on a kept-alive connection, except to a request whose body
+/// says `hang`, which it never answers.
+fn ok_unless_hang() -> RawServer {
+    RawServer::start(|mut s| async move {
+        loop {
+            let req = read_request(&mut s).await;
+            if req.is_empty() {
+                return;
+            }
+            if String::from_utf8_lossy(&req).contains("hang") {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+}
+
+fn timed(body: &'static str, timeout: Duration) -> fnrs_protocol::CallRequest {
+    request(fnrs_protocol::full_body(body), false, timeout)
+}
+
+/// Shorter than the first call's timeout below: a call that is only ended by
+/// that earlier deadline fails the test instead of passing late.
+const SHORT_GUARD: Duration = Duration::from_secs(20);
+
+async fn expect_ok(conn: &mut HttpStreamConn, timeout: Duration) {
+    let h = tokio::time::timeout(SHORT_GUARD, conn.call(timed("ok", timeout)))
+        .await
+        .expect("call hung")
+        .expect("call failed");
+    let (parts, body, o) = text(h).await;
+    assert_eq!((parts.status.as_u16(), body.as_str()), (200, "ok"));
+    assert!(o.instance_ok && o.error.is_none(), "{o:?}");
+}
+
+async fn expect_timeout(conn: &mut HttpStreamConn, timeout: Duration) {
+    let e = tokio::time::timeout(SHORT_GUARD, conn.call(timed("hang", timeout)))
+        .await
+        .expect("the call's own deadline did not end it")
+        .expect_err("a hanging function answered");
+    assert_eq!((e.error.status, &*e.error.message), (504, "Timed out"));
+    assert!(!e.instance_ok);
+}
+
+#[tokio::test]
+async fn every_call_gets_its_own_deadline() {
+    let s = ok_unless_hang();
+    let mut conn = HttpStreamConn::connect(s.path(), Limits::default())
+        .await
+        .unwrap();
+    // A long deadline first, then a call with a much earlier one: the earlier
+    // one ends the hanging call.
+    expect_ok(&mut conn, Duration::from_secs(3600)).await;
+    expect_timeout(&mut conn, Duration::from_millis(300)).await;
+    // Calls back to back, together lasting longer than one timeout: a
+    // finished call's deadline does not end a later call.
+    for _ in 0..15 {
+        expect_ok(&mut conn, Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // Idle past every deadline, then a hanging call still times out.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    expect_timeout(&mut conn, Duration::from_millis(300)).await;
+    expect_ok(&mut conn, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn unread_body_times_out_and_its_connection_closes() {
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let s = RawServer::start(move |mut s| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            read_request(&mut s).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nfirst bytes")
+                .await;
+            // The rest never comes; wait for the server to hang up.
+            let mut b = [0u8; 64];
+            while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+            let _ = closed_tx.send(());
+        }
+    });
+    let mut conn = HttpStreamConn::connect(s.path(), Limits::default())
+        .await
+        .unwrap();
+    let h = conn
+        .call(timed("{}", Duration::from_millis(300)))
+        .await
+        .unwrap();
+    // Nobody polls the body: the deadline is enforced all the same.
+    let body = h.response.into_body();
+    let o = outcome(h.done).await;
+    assert!(!o.instance_ok);
+    assert_eq!(o.error.unwrap().error.status, 504);
+    tokio::time::timeout(GUARD, closed_rx.recv())
+        .await
+        .expect("the function's connection stayed open")
+        .unwrap();
+    // A late reader sees the timeout, not a clean end.
+    let err = read_all(body).await.unwrap_err();
+    assert!(err.contains("Timed out"), "{err}");
+}

@@ -28,10 +28,11 @@ cats=[
  ('recorder: put_logs (async side)', ['put_logs']),
  ('recorder: other', ['recorder::run']),
  ('log capture (stderr of fn)', ['logs::capture']),
- ('fn side: protocol::stream::drive (hyper client to fn socket)', ['fnrs_protocol::stream::drive']),
+ ('fn side: hyper client to the fn socket', ['fnrs_protocol::stream::drive', 'fnrs_protocol::stream::Shared::drive',
+                                               'hyper::proto::h1::role::Client']),
  ('agent call path', ['fnrs_agent::']),
  ('api/axum handler (invoke)', ['fnrs_api::']),
- ('client side: axum/hyper server conn', ['axum::serve::handle_connection']),
+ ('client side: axum/hyper server conn', ['axum::serve::handle_connection', 'hyper_util::server::conn::auto']),
  ('tokio scheduler: park/unpark/steal', ['park','Context::run','unpark','steal']),
 ]
 c=collections.Counter()

@@ -308,7 +308,15 @@ impl HttpStreamConn {
                     tokio::time::timeout_at(deadline, dial(&self.dial_path, &self.limits))
                         .await
                         .map_err(|_| ProtocolError::timeout())??;
-                shared.lock().conn = Some(conn);
+                {
+                    let mut s = shared.lock();
+                    // The watchdog may have fired while the dial ended: it
+                    // found no connection to close, so this one is not used.
+                    if s.timed_out {
+                        return Err(ProtocolError::timeout());
+                    }
+                    s.conn = Some(conn);
+                }
                 self.link = Some(sender);
             }
             let Some(sender) = self.link.as_mut() else {
@@ -529,11 +537,16 @@ impl Shared {
         }
     }
 
-    /// The call's deadline passed: close the connection (waking whoever
-    /// waits on it) and report the timeout.
-    fn fire_timeout(&self) {
+    /// The deadline of the call in progress passed: close the connection
+    /// (waking whoever waits on it) and report the timeout. Checked and done
+    /// under one lock, so that a call which ended (or a next one which began)
+    /// in the meantime is left alone.
+    fn fire_if_due(&self, now: Instant) -> bool {
         let (done, conn) = {
             let mut s = self.lock();
+            if s.deadline.is_none_or(|d| d > now) {
+                return false;
+            }
             s.deadline = None;
             s.timed_out = true;
             (s.done.take(), s.conn.take())
@@ -542,6 +555,7 @@ impl Shared {
         if let Some(tx) = done {
             let _ = tx.send(Outcome::failed(ProtocolError::timeout()));
         }
+        true
     }
 
     fn timed_out(&self) -> bool {
@@ -559,23 +573,13 @@ async fn watchdog(shared: Arc<Shared>) {
         let notified = shared.notify.notified();
         let mut notified = std::pin::pin!(notified);
         notified.as_mut().enable();
+        if shared.fire_if_due(Instant::now()) {
+            continue;
+        }
         let target = {
             let mut s = shared.lock();
-            match s.deadline {
-                Some(d) if d <= Instant::now() => {
-                    drop(s);
-                    shared.fire_timeout();
-                    continue;
-                }
-                Some(d) => {
-                    s.watch_until = Some(d);
-                    Some(d)
-                }
-                None => {
-                    s.watch_until = None;
-                    None
-                }
-            }
+            s.watch_until = s.deadline;
+            s.deadline
         };
         match target {
             Some(d) => {
@@ -688,5 +692,40 @@ impl Drop for ResponseBody {
             // re-dials.
             self.shared.finish(Outcome::ok(), false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The watchdog's check and its timeout are one step: a call that began
+    /// after the one it saw due is not cut, and a due call is.
+    #[tokio::test]
+    async fn a_deadline_fires_only_for_the_call_it_belongs_to() {
+        let shared = Shared::default();
+        let t0 = Instant::now();
+        shared.begin(t0 + Duration::from_millis(10));
+        let (tx, mut rx) = oneshot::channel();
+        assert!(shared.arm(tx));
+        // The call ends, the next one begins with a later deadline: at the
+        // first call's deadline nothing fires.
+        assert!(shared.finish(Outcome::ok(), true));
+        assert!(rx.try_recv().unwrap().error.is_none());
+        shared.begin(t0 + Duration::from_secs(30));
+        assert!(!shared.fire_if_due(t0 + Duration::from_millis(10)));
+        assert!(!shared.timed_out());
+        // At its own deadline it does, and its body learns of it.
+        let (tx, mut rx) = oneshot::channel();
+        assert!(shared.arm(tx));
+        assert!(shared.fire_if_due(t0 + Duration::from_secs(30)));
+        assert!(shared.timed_out());
+        let o = rx.try_recv().unwrap();
+        assert_eq!(o.error.unwrap().error.status, 504);
+        // A response head arriving after that is refused.
+        let (tx, _rx) = oneshot::channel();
+        assert!(!shared.arm(tx));
     }
 }

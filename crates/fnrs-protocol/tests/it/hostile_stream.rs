@@ -537,3 +537,36 @@ async fn unread_body_times_out_and_its_connection_closes() {
     let err = read_all(body).await.unwrap_err();
     assert!(err.contains("Timed out"), "{err}");
 }
+
+/// Many instances on a two-thread runtime, calls that answer (long deadlines)
+/// and calls that hang (short ones) mixed on each: every answer arrives,
+/// every hang times out, and no deadline ends a call it does not belong to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_hold_across_threads_and_instances() {
+    let s = ok_unless_hang();
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let path = s.path().to_path_buf();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = HttpStreamConn::connect(&path, Limits::default())
+                .await
+                .unwrap();
+            for j in 0..24u32 {
+                if (i + j) % 3 == 0 {
+                    expect_timeout(&mut conn, Duration::from_millis(40)).await;
+                } else {
+                    // Generous, so that a busy test machine does not time
+                    // it out; the hanging calls' short deadlines come
+                    // between these long ones.
+                    expect_ok(&mut conn, Duration::from_secs(5 + u64::from(j % 4))).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(GUARD, t)
+            .await
+            .expect("a call hung")
+            .unwrap();
+    }
+}

@@ -147,8 +147,9 @@ async fn run(
         if !calls.is_empty() || !logs.is_empty() {
             // Behind: this batch was cut short, or more than a batch waits.
             // The store may run its writer at low priority while it is not.
-            store.records_behind(n >= MAX_BATCH || pending.load(Ordering::Relaxed) > MAX_BATCH);
-            let (mut c, mut l) = write_off_the_workers(&store, calls, logs).await;
+            let behind = n >= MAX_BATCH || pending.load(Ordering::Relaxed) > MAX_BATCH;
+            store.records_behind(behind);
+            let (mut c, mut l) = write_off_the_workers(&store, calls, logs, behind).await;
             c.clear();
             l.clear();
             (calls, logs) = (c, l);
@@ -170,19 +171,27 @@ async fn run(
 /// Write one batch on a blocking-pool thread rather than in this task: turning
 /// a batch into statements (hundreds of values bound and copied) takes a
 /// worker for a few hundred microseconds, and calls queued behind it on that
-/// worker waited as long (it was most of the hot p99). On its own thread the
-/// kernel's scheduler lets a call's thread run first. Gives the vectors back
-/// for reuse.
+/// worker waited as long (it was most of the hot p99). On its own thread, at
+/// nice 19 while the recorder keeps up, the kernel's scheduler lets a call's
+/// thread run first. Gives the vectors back for reuse.
 async fn write_off_the_workers(
     store: &Arc<dyn Datastore>,
     calls: Vec<Call>,
     logs: Vec<(String, String, Vec<u8>)>,
+    behind: bool,
 ) -> (Vec<Call>, Vec<(String, String, Vec<u8>)>) {
     let (n_calls, n_logs) = (calls.len(), logs.len());
     let store = Arc::clone(store);
     let rt = tokio::runtime::Handle::current();
     let written = tokio::task::spawn_blocking(move || {
-        let r = rt.block_on(store.put_records(&calls, &logs));
+        let write = || rt.block_on(store.put_records(&calls, &logs));
+        // Like the SQLite writer: at low priority while the recorder keeps
+        // up, at normal priority when it is behind.
+        let r = if behind {
+            write()
+        } else {
+            fnrs_datastore::at_low_priority(write)
+        };
         (calls, logs, r)
     })
     .await;

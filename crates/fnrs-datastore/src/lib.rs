@@ -23,6 +23,7 @@ mod url;
 
 pub use cache::CachedStore;
 pub use memory::MemoryStore;
+pub use prio::at_low_priority;
 pub use sql::{Backend, SqlOptions, SqlStore};
 pub use url::{DbUrl, redact};
 

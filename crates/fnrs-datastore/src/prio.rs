@@ -11,6 +11,7 @@
 //! cannot be told apart, the writer keeps its normal priority.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
@@ -156,4 +157,57 @@ fn may_restore(normal: i32) -> bool {
                 && rustix::process::setpriority_process(None, normal).is_ok()
         });
     probe.is_ok_and(|t| t.join().unwrap_or(false))
+}
+
+/// Run `f` on the calling thread at nice 19, then give the thread its
+/// niceness back: for work in the records' path that has a thread to itself
+/// for the while (the agent turns each batch of records into statements on a
+/// blocking-pool thread). Only when this process may restore the niceness
+/// (probed once, as for the writer); otherwise `f` just runs. The thread must
+/// not run anything else meanwhile: Linux's niceness is per thread.
+pub fn at_low_priority<R>(f: impl FnOnce() -> R) -> R {
+    static MAY: OnceLock<bool> = OnceLock::new();
+    let normal = match rustix::process::getpriority_process(None) {
+        Ok(n) if n < LOW => n,
+        _ => return f(),
+    };
+    if !*MAY.get_or_init(|| may_restore(normal))
+        || rustix::process::setpriority_process(None, LOW).is_err()
+    {
+        return f();
+    }
+    struct Restore(i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Err(e) = rustix::process::setpriority_process(None, self.0) {
+                tracing::warn!(nice = self.0, error = %e, "cannot restore a thread's priority");
+            }
+        }
+    }
+    let _restore = Restore(normal);
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs on a thread of its own so that the test's thread is not touched.
+    #[test]
+    fn low_priority_holds_for_the_closure_only() {
+        std::thread::spawn(|| {
+            let before = rustix::process::getpriority_process(None).unwrap();
+            let inside = at_low_priority(|| rustix::process::getpriority_process(None).unwrap());
+            let after = rustix::process::getpriority_process(None).unwrap();
+            assert_eq!(after, before);
+            if may_restore(before) {
+                assert_eq!(inside, LOW);
+            } else {
+                // No privilege to come back: the work runs as it was.
+                assert_eq!(inside, before);
+            }
+        })
+        .join()
+        .unwrap();
+    }
 }

@@ -369,9 +369,7 @@ impl HttpStreamConn {
 impl Drop for HttpStreamConn {
     fn drop(&mut self) {
         self.watchdog.abort();
-        self.link = None;
-        let conn = self.shared.lock().conn.take();
-        drop(conn);
+        self.drop_link();
         // A call whose body is still out loses its connection now.
         self.shared.finish(
             Outcome::failed(ProtocolError::receive("connection dropped")),

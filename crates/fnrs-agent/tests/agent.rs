@@ -4,145 +4,20 @@
 //! (The process driver and the real FDKs are covered end to end by the
 //! `fnrs` binary's tests.)
 
+mod fake;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
+use fake::{FakeDriver, Mode};
 use fnrs_agent::{Agent, AgentConfig, InvokeCall};
 use fnrs_datastore::{Datastore, MemoryStore};
-use fnrs_driver::{Driver, DriverError, ExitInfo, Instance, InstanceIo, InstanceSpec};
+use fnrs_driver::Driver;
 use fnrs_model::{App, CallFilter, CallStatus, DateTime, Fn, PendingCall};
 use fnrs_protocol::{BoxBody, full_body};
 use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
-
-/// How a fake instance behaves.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Serves the contract.
-    Serve,
-    /// Never creates its socket.
-    Silent,
-    /// Exits at once.
-    Crash,
-}
-
-struct FakeDriver {
-    mode: Mode,
-    started: AtomicUsize,
-}
-
-struct FakeInstance {
-    id: String,
-    io: std::sync::Mutex<Option<InstanceIo>>,
-    exit: watch::Receiver<Option<ExitInfo>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[async_trait]
-impl Instance for FakeInstance {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn take_io(&mut self) -> Option<InstanceIo> {
-        self.io.get_mut().ok()?.take()
-    }
-    async fn wait(&self) -> ExitInfo {
-        let mut rx = self.exit.clone();
-        let r = rx.wait_for(|e| e.is_some()).await;
-        r.map(|e| e.unwrap_or_default()).unwrap_or_default()
-    }
-    async fn destroy(&self) {
-        self.task.abort();
-        let _ = self.wait().await;
-    }
-}
-
-#[async_trait]
-impl Driver for FakeDriver {
-    fn name(&self) -> &'static str {
-        "fake"
-    }
-    fn handles(&self, image: &str) -> bool {
-        image.starts_with("fake:")
-    }
-    async fn check_image(&self, _image: &str) -> Result<(), DriverError> {
-        Ok(())
-    }
-    async fn start(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, DriverError> {
-        self.started.fetch_add(1, Ordering::SeqCst);
-        let (exit_tx, exit_rx) = watch::channel(None);
-        let (log_w, log_r) = tokio::io::duplex(64 * 1024);
-        let dir = spec
-            .iofs_dir
-            .clone()
-            .expect("http-stream instances get an iofs dir");
-        let mode = self.mode;
-        let task = tokio::spawn(async move {
-            struct Exit(watch::Sender<Option<ExitInfo>>);
-            impl Drop for Exit {
-                fn drop(&mut self) {
-                    let _ = self.0.send(Some(ExitInfo {
-                        code: 137,
-                        oom_killed: false,
-                    }));
-                }
-            }
-            let _exit = Exit(exit_tx);
-            match mode {
-                Mode::Crash => {}
-                Mode::Silent => std::future::pending::<()>().await,
-                Mode::Serve => {
-                    let log = Arc::new(tokio::sync::Mutex::new(log_w));
-                    let _ = fnrs_fdk::serve(
-                        &dir.join("lsnr.sock"),
-                        move |ctx: fnrs_fdk::Context, body| {
-                            let log = log.clone();
-                            async move {
-                                let input = fnrs_fdk::read_body(body).await?;
-                                let text = String::from_utf8_lossy(&input).to_string();
-                                log.lock()
-                                    .await
-                                    .write_all(format!("got {text}\n").as_bytes())
-                                    .await?;
-                                if let Some(ms) = text.strip_prefix("sleep ") {
-                                    let ms: u64 = ms.trim().parse().unwrap_or(0);
-                                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                                }
-                                Ok(fnrs_fdk::Response::text(format!(
-                                    "{} {}",
-                                    ctx.call_id(),
-                                    text
-                                )))
-                            }
-                        },
-                        std::future::pending(),
-                    )
-                    .await;
-                }
-            }
-        });
-        Ok(Box::new(FakeInstance {
-            id: spec.id,
-            io: std::sync::Mutex::new(Some(InstanceIo {
-                stdin: None,
-                stdout: Box::pin(tokio::io::empty()),
-                stderr: Box::pin(log_r),
-            })),
-            exit: exit_rx,
-            task,
-        }))
-    }
-    async fn cleanup_leftovers(&self) -> Result<(), DriverError> {
-        Ok(())
-    }
-    async fn health(&self) -> serde_json::Value {
-        serde_json::json!({"ok": true})
-    }
-}
 
 struct Setup {
     agent: Arc<Agent>,
@@ -160,10 +35,7 @@ async fn setup(mode: Mode, tweak: impl FnOnce(&mut AgentConfig)) -> Setup {
     };
     tweak(&mut config);
     let store = Arc::new(MemoryStore::new());
-    let driver = Arc::new(FakeDriver {
-        mode,
-        started: AtomicUsize::new(0),
-    });
+    let driver = Arc::new(FakeDriver::new(mode));
     let now = DateTime::now();
     let app = App {
         id: fnrs_model::new_id(),

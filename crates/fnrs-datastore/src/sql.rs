@@ -197,7 +197,11 @@ impl SqlStore {
                 // The record writer keeps its one connection (and so its
                 // thread, whose priority follows the recorder) for ever.
                 let before = crate::prio::worker_threads();
+                // No ping before each batch: the connection is a thread of this
+                // process, and the round trip cost more than the batch's own
+                // work at moderate call rates (`benches/records.rs`).
                 let records = pool(1, "NORMAL")
+                    .test_before_acquire(false)
                     .max_lifetime(None)
                     .idle_timeout(None)
                     .connect(&url)

@@ -314,7 +314,7 @@ impl Agent {
                     agent: Arc::clone(self),
                     pool,
                     inst,
-                    record: record.clone(),
+                    record: take_record(record),
                     status: parts.status.as_u16(),
                     started,
                     _guard: InFlight::enter(self),
@@ -1062,6 +1062,28 @@ fn new_record(call: &InvokeCall, call_id: &str, kind: CallType, status: CallStat
         kind,
         status,
     )
+}
+
+/// Move a call's record out (to the call's body, which finishes it), leaving
+/// an empty one that allocates nothing: the caller no longer needs it.
+fn take_record(record: &mut Call) -> Call {
+    let empty = Call {
+        id: String::new(),
+        status: record.status,
+        kind: record.kind,
+        app_id: String::new(),
+        fn_id: String::new(),
+        trigger_id: None,
+        method: String::new(),
+        url: String::new(),
+        created_at: record.created_at,
+        started_at: None,
+        completed_at: None,
+        http_status: None,
+        error: None,
+        stats: serde_json::Map::new(),
+    };
+    std::mem::replace(record, empty)
 }
 
 #[allow(clippy::too_many_arguments)]

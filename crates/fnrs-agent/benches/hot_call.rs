@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fake::{FakeDriver, Mode};
 use fnrs_agent::{Agent, AgentConfig, InvokeCall};
-use fnrs_datastore::{Datastore, MemoryStore, SqlOptions, SqlStore};
+use fnrs_datastore::{Datastore, MemoryStore, SqlOptions, SqlStore, conformance};
 use fnrs_driver::{Driver, InstanceSpec};
 use fnrs_model::{App, DateTime, Fn};
 use fnrs_protocol::{BoxBody, CallRequest, HttpStreamConn, Limits, full_body};
@@ -46,32 +46,10 @@ fn report(what: &str, n: u32, wall: Duration, cpu: Duration) {
 }
 
 fn model() -> (App, Fn) {
-    let now = DateTime::now();
-    let app = App {
-        id: fnrs_model::new_id(),
-        name: "bench".into(),
-        config: Default::default(),
-        annotations: Default::default(),
-        syslog_url: None,
-        shape: String::new(),
-        created_at: now,
-        updated_at: now,
-    };
-    let func = Fn {
-        id: fnrs_model::new_id(),
-        name: "hot".into(),
-        app_id: app.id.clone(),
-        image: "fake:hello".into(),
-        format: None,
-        memory: 128,
-        timeout: 30,
-        idle_timeout: 300,
-        config: Default::default(),
-        annotations: Default::default(),
-        shape: String::new(),
-        created_at: now,
-        updated_at: now,
-    };
+    let app = conformance::app("bench");
+    let mut func = conformance::func(&app.id, "hot");
+    func.image = "fake:hello".into();
+    func.idle_timeout = 300;
     (app, func)
 }
 

@@ -13,17 +13,19 @@ use tokio::task::JoinHandle;
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 512;
-/// Records gather before a write, so that one commit covers many calls: a
-/// transaction costs ≈ 250 µs of CPU here (thread hand-offs to SQLite's
-/// worker), a record ≈ 10 µs (`cargo bench -p fnrs-datastore --bench
-/// records`). They gather in steps of [`GATHER_STEP`] until
-/// [`GATHER_ENOUGH`] wait or [`GATHER_MAX`] has passed: at 1 000 calls/s a
-/// batch holds 100 records rather than 20, while under heavy load batches
-/// stay small enough (≈ 1 ms of writing) not to stall the calls sharing the
-/// CPU. Skipped while records wait beyond a batch, so gathering never limits
-/// how fast records are written.
+/// Records gather before a write, so that one commit covers many calls: on
+/// SQLite a transaction costs ≈ 100 µs of CPU (≈ 300 µs when SQLite's worker
+/// thread runs on another core: each statement is a hand-off to it), a
+/// record 6–10 µs (`cargo bench -p fnrs-datastore --bench records`). They
+/// gather in steps of `GATHER_STEP` until `GATHER_ENOUGH` wait or
+/// `GATHER_MAX` has passed: at 1 000 calls/s a batch holds 100 records
+/// rather than 20, while under heavy load batches stay small enough (≈ 1 ms
+/// of writing) not to stall the calls sharing the CPU. Skipped while records
+/// wait beyond a batch, so gathering never limits how fast they are written.
 const GATHER_STEP: Duration = Duration::from_millis(20);
+/// The longest a record waits for others (see [`GATHER_STEP`]).
 const GATHER_MAX: Duration = Duration::from_millis(100);
+/// Records that make a batch worth writing at once (see [`GATHER_STEP`]).
 const GATHER_ENOUGH: usize = 64;
 /// How often old call records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);

@@ -163,10 +163,7 @@ async fn run(
             // The store may run its writer at low priority while it is not.
             let behind = n >= MAX_BATCH || pending.load(Ordering::Relaxed) > MAX_BATCH;
             store.records_behind(behind);
-            let (mut c, mut l) = write_off_the_workers(&store, calls, logs, behind).await;
-            c.clear();
-            l.clear();
-            (calls, logs) = (c, l);
+            (calls, logs) = write_off_the_workers(&store, calls, logs, behind).await;
         }
         for f in flushes.drain(..) {
             let _ = f.send(());
@@ -199,7 +196,7 @@ async fn gather(pending: &AtomicUsize) {
 /// worker for a few hundred microseconds, and calls queued behind it on that
 /// worker waited as long (it was most of the hot p99). On its own thread, at
 /// nice 19 while the recorder keeps up, the kernel's scheduler lets a call's
-/// thread run first. Gives the vectors back for reuse.
+/// thread run first. Gives the vectors back emptied, for reuse.
 async fn write_off_the_workers(
     store: &Arc<dyn Datastore>,
     calls: Vec<Call>,
@@ -222,10 +219,12 @@ async fn write_off_the_workers(
     })
     .await;
     match written {
-        Ok((calls, logs, r)) => {
+        Ok((mut calls, mut logs, r)) => {
             if let Err(e) = r {
                 tracing::error!(error = %e, calls = n_calls, logs = n_logs, "writing call records failed");
             }
+            calls.clear();
+            logs.clear();
             (calls, logs)
         }
         Err(e) => {

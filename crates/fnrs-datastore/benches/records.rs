@@ -30,19 +30,10 @@ fn batch(ids: &IdGenerator, f: &fnrs_model::Fn, n: usize, logs: bool) -> (Vec<Ca
     (calls, logs)
 }
 
-/// This process's CPU time so far (all threads, the SQLite worker's too),
-/// from `/proc/self/stat` (clock ticks of 10 ms: runs last seconds).
+/// This process's CPU time so far (all threads, the SQLite worker's too).
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 fn report(what: &str, rows: usize, wall: Duration, cpu: Duration) {

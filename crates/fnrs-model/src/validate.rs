@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use crate::{Annotations, App, Error, Fn, Trigger};
+use crate::{Annotations, App, Config, Error, Fn, Trigger};
 
 /// Longest app, fn or trigger name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -69,6 +69,12 @@ pub mod msg {
     pub const ANNOTATION_VALUE: &str = "Invalid annotation value, annotation values may only be non-empty strings, numbers, objects, or arrays";
     pub const ANNOTATION_VALUE_LENGTH: &str = "Invalid annotation value length, annotation values may not be larger than 512 bytes when serialized as JSON";
     pub const ANNOTATION_TOO_MANY_KEYS: &str = "Invalid annotation change, new key(s) exceed maximum permitted number of annotations keys (100)";
+    // fnrs's own rules (Fn has none for these).
+    pub const CONFIG_KEY: &str = "Invalid config key, config keys must be non-empty and may not contain '=' or NUL characters";
+    pub const CONFIG_VALUE: &str =
+        "Invalid config value, config values may not contain NUL characters";
+    pub const TRIGGER_INVALID_SOURCE: &str =
+        "Invalid Trigger Source, sources may not contain '?', '#', '%' or control characters";
 }
 
 const fn bad(message: &'static str) -> Error {
@@ -112,7 +118,8 @@ pub fn fn_name(name: &str) -> Result<(), Error> {
                 b'-' | b'_' | b'.' | b'~' | b'$' | b'&' | b'+' | b':' | b'=' | b'@'
             )
     });
-    if !ok {
+    // `.` and `..` survive escaping but name no file and no path segment.
+    if !ok || name == "." || name == ".." {
         return Err(bad(msg::FN_INVALID_NAME));
     }
     Ok(())
@@ -168,6 +175,39 @@ pub fn annotation(key: &str, value: &serde_json::Value) -> Result<(), Error> {
         .unwrap_or(usize::MAX);
     if len > MAX_ANNOTATION_VALUE_BYTES {
         return Err(bad(msg::ANNOTATION_VALUE_LENGTH));
+    }
+    Ok(())
+}
+
+/// A config map: its entries become the function's environment variables,
+/// so a key may not be empty or hold `=` or NUL, and a value may not hold NUL.
+pub fn config(c: &Config) -> Result<(), Error> {
+    for (k, v) in c {
+        if k.is_empty() || k.contains(['=', '\0']) {
+            return Err(bad(msg::CONFIG_KEY));
+        }
+        if v.contains('\0') {
+            return Err(bad(msg::CONFIG_VALUE));
+        }
+    }
+    Ok(())
+}
+
+/// A trigger's source is compared with the request's decoded path, and its
+/// endpoint URL is the source as is: a query or fragment mark, a percent
+/// sign or a control character could never be reached through that URL.
+pub fn trigger_source(source: &str) -> Result<(), Error> {
+    if source.is_empty() {
+        return Err(bad(msg::TRIGGER_MISSING_SOURCE));
+    }
+    if !source.starts_with('/') {
+        return Err(bad(msg::TRIGGER_MISSING_SOURCE_PREFIX));
+    }
+    if source
+        .chars()
+        .any(|c| matches!(c, '?' | '#' | '%') || c.is_control())
+    {
+        return Err(bad(msg::TRIGGER_INVALID_SOURCE));
     }
     Ok(())
 }
@@ -280,18 +320,20 @@ pub fn format(format: Option<&str>) -> Result<(), Error> {
     }
 }
 
-/// A whole app, in Fn's order: name, annotations, syslog URL, shape.
+/// A whole app, in Fn's order: name, annotations, syslog URL, shape; then
+/// fnrs's config rules.
 pub fn app(a: &App) -> Result<(), Error> {
     app_name(&a.name)?;
     annotations(&a.annotations)?;
     if let Some(url) = &a.syslog_url {
         syslog_url(url)?;
     }
-    shape(&a.shape)
+    shape(&a.shape)?;
+    config(&a.config)
 }
 
 /// A whole fn, in Fn's order: name, app id, image, timeouts, memory,
-/// format, annotations.
+/// format, annotations; then fnrs's config rules.
 pub fn func(f: &Fn) -> Result<(), Error> {
     fn_name(&f.name)?;
     if f.app_id.is_empty() {
@@ -310,7 +352,8 @@ pub fn func(f: &Fn) -> Result<(), Error> {
         return Err(bad(msg::FN_INVALID_MEMORY));
     }
     format(f.format.as_deref())?;
-    annotations(&f.annotations)
+    annotations(&f.annotations)?;
+    config(&f.config)
 }
 
 /// A whole trigger, in Fn's order: app id, name, fn id, type, source,
@@ -326,12 +369,7 @@ pub fn trigger(t: &Trigger) -> Result<(), Error> {
     if t.kind != TRIGGER_TYPE_HTTP {
         return Err(bad(msg::TRIGGER_TYPE_UNKNOWN));
     }
-    if t.source.is_empty() {
-        return Err(bad(msg::TRIGGER_MISSING_SOURCE));
-    }
-    if !t.source.starts_with('/') {
-        return Err(bad(msg::TRIGGER_MISSING_SOURCE_PREFIX));
-    }
+    trigger_source(&t.source)?;
     annotations(&t.annotations)
 }
 
@@ -351,13 +389,41 @@ mod tests {
         );
         assert!(app_name(&"a".repeat(255)).is_ok());
         assert!(fn_name("a.b~c$d&e+f:g=h@i").is_ok());
-        for bad in ["a/b", "a b", "a;b", "a,b", "a?b", "é", "a%b"] {
+        for bad in ["a/b", "a b", "a;b", "a,b", "a?b", "é", "a%b", ".", ".."] {
             assert_eq!(
                 fn_name(bad).unwrap_err().message,
                 msg::FN_INVALID_NAME,
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn config_entries() {
+        let c = |k: &str, v: &str| config(&Config::from([(k.to_owned(), v.to_owned())]));
+        assert!(c("K", "a=b c").is_ok());
+        for k in ["", "A=B", "=", "K\0"] {
+            assert_eq!(c(k, "v").unwrap_err().message, msg::CONFIG_KEY, "{k:?}");
+        }
+        assert_eq!(c("K", "a\0").unwrap_err().message, msg::CONFIG_VALUE);
+    }
+
+    #[test]
+    fn trigger_sources() {
+        for ok in ["/", "/a/b", "/a b", "/é", "/a.b~c"] {
+            assert!(trigger_source(ok).is_ok(), "{ok}");
+        }
+        for bad in ["/a?b", "/a#", "/a%2Fb", "/%", "/a\0", "/a\r\n", "/\u{7f}"] {
+            assert_eq!(
+                trigger_source(bad).unwrap_err().message,
+                msg::TRIGGER_INVALID_SOURCE,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            trigger_source("a").unwrap_err().message,
+            msg::TRIGGER_MISSING_SOURCE_PREFIX
+        );
     }
 
     #[test]

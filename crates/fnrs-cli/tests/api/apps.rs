@@ -451,7 +451,43 @@ async fn annotation_values_keep_json_shape(b: Backend) {
     );
 }
 
+/// Config entries become environment variables of the function: a key with
+/// `=` or NUL, an empty key or a value with NUL could never be passed.
+async fn app_config_must_fit_the_environment(b: Backend) {
+    let s = Srv::start(b).await;
+    let key = "Invalid config key, config keys must be non-empty and may not contain '=' or NUL characters";
+    let value = "Invalid config value, config values may not contain NUL characters";
+    for (config, message) in [
+        (json!({"K": "a\u{0}b"}), value),
+        (json!({"K\u{0}": "v"}), key),
+        (json!({"A=B": "v"}), key),
+        (json!({"": "v"}), key),
+    ] {
+        err(
+            s.post("/v2/apps", json!({"name": "a", "config": config}))
+                .await,
+            400,
+            message,
+        );
+    }
+    assert_eq!(s.get("/v2/apps").await.1, json!({"items": []}));
+    // Values may hold `=`; an update is checked as a create is.
+    let (st, a) = s
+        .post("/v2/apps", json!({"name": "a", "config": {"K": "x=y"}}))
+        .await;
+    assert_eq!(st, 200, "{a}");
+    let path = format!("/v2/apps/{}", id(&a));
+    err(
+        s.put(&path, json!({"config": {"L": "\u{0}"}})).await,
+        400,
+        value,
+    );
+    err(s.put(&path, json!({"config": {"=": "v"}})).await, 400, key);
+    assert_eq!(s.get(&path).await.1["config"], json!({"K": "x=y"}));
+}
+
 both!(
+    app_config_must_fit_the_environment,
     app_create_returns_200_and_the_app,
     app_create_counts_zero_timestamps_as_absent,
     app_id_on_create_is_400,

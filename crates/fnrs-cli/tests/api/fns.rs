@@ -398,7 +398,58 @@ async fn fn_delete_is_204_and_removes_triggers(b: Backend) {
     assert_eq!(s.get(&format!("/v2/apps/{a}")).await.0, 200);
 }
 
+/// `.` and `..` survive path escaping but name no file and no URL segment.
+async fn fn_name_may_not_be_a_dot_segment(b: Backend) {
+    let s = Srv::start(b).await;
+    let a = id(&s.app("a").await);
+    for name in [".", ".."] {
+        err(
+            s.post("/v2/fns", body(&a, json!({ "name": name }))).await,
+            400,
+            "name must be a valid string",
+        );
+    }
+    for name in ["...", ".a", "a.."] {
+        s.func(&a, name).await;
+    }
+}
+
+/// Config entries become environment variables of the function.
+async fn fn_config_must_fit_the_environment(b: Backend) {
+    let s = Srv::start(b).await;
+    let a = id(&s.app("a").await);
+    let key = "Invalid config key, config keys must be non-empty and may not contain '=' or NUL characters";
+    let value = "Invalid config value, config values may not contain NUL characters";
+    err(
+        s.post("/v2/fns", body(&a, json!({"config": {"K": "\u{0}"}})))
+            .await,
+        400,
+        value,
+    );
+    err(
+        s.post("/v2/fns", body(&a, json!({"config": {"K=": "v"}})))
+            .await,
+        400,
+        key,
+    );
+    let f = s.func(&a, "f").await;
+    let path = format!("/v2/fns/{}", id(&f));
+    err(
+        s.put(&path, json!({"config": {"K\u{0}": "v"}})).await,
+        400,
+        key,
+    );
+    err(
+        s.put(&path, json!({"config": {"K": "a\u{0}"}})).await,
+        400,
+        value,
+    );
+    assert_eq!(s.get(&path).await.1["config"], json!({}));
+}
+
 both!(
+    fn_name_may_not_be_a_dot_segment,
+    fn_config_must_fit_the_environment,
     fn_create_applies_defaults_and_annotates,
     fn_create_counts_zero_timestamps_as_absent,
     fn_id_on_create_is_400,

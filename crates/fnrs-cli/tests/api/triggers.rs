@@ -381,7 +381,35 @@ async fn trigger_delete_is_204(b: Backend) {
     err(s.delete(&path).await, 404, "Trigger not found");
 }
 
+/// A source is matched against the request's decoded path: one holding a
+/// query or fragment mark, a percent sign or a control character can never
+/// be reached through its httpEndpoint URL.
+async fn trigger_source_must_be_reachable(b: Backend) {
+    let s = Srv::start(b).await;
+    let (a, f) = setup(&s).await;
+    let message =
+        "Invalid Trigger Source, sources may not contain '?', '#', '%' or control characters";
+    for source in [
+        "/a?b", "/a#b", "/a%2Fb", "/a%", "/a\u{0}", "/a\nb", "/a\u{7f}",
+    ] {
+        err(
+            s.post("/v2/triggers", body(&a, &f, json!({ "source": source })))
+                .await,
+            400,
+            message,
+        );
+    }
+    let (st, t) = s
+        .post("/v2/triggers", body(&a, &f, json!({"source": "/a b/é"})))
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let path = format!("/v2/triggers/{}", id(&t));
+    err(s.put(&path, json!({"source": "/x?y"})).await, 400, message);
+    assert_eq!(s.get(&path).await.1["source"], "/a b/é");
+}
+
 both!(
+    trigger_source_must_be_reachable,
     trigger_create_returns_annotated_trigger,
     trigger_id_on_create_is_400,
     trigger_created_at_on_create_is_400,

@@ -87,9 +87,7 @@ impl IntoResponse for ApiError {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::warn!(status = status.as_u16(), message = %self.error.message, "api error");
         }
-        // Fn writes errors with a JSON encoder: compact, then a newline.
-        let mut body = json::to_vec(&serde_json::json!({ "message": self.error.message }));
-        body.push(b'\n');
+        let body = error_body(&self.error.message);
         let mut resp = (status, Bytes::from(body)).into_response();
         let h = resp.headers_mut();
         h.insert(
@@ -111,6 +109,14 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// The body of an error answer, `{"message": …}` as Fn writes it (compact
+/// JSON, then a newline); also for answers written below the router.
+pub fn error_body(message: &str) -> Vec<u8> {
+    let mut body = json::to_vec(&serde_json::json!({ "message": message }));
+    body.push(b'\n');
+    body
 }
 
 /// A JSON answer written as Fn writes it (compact, Go's HTML escaping).

@@ -21,7 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use http_body_util::BodyExt;
 
-pub use error::{ApiError, FN_CALL_ID, FnJson, JSON_CONTENT_TYPE, JsonResponse};
+pub use error::{
+    ApiError, FN_CALL_ID, FnJson, JSON_CONTENT_TYPE, JsonResponse, RETRY_AFTER_SECS, error_body,
+};
 pub use invoke::{BoxBody, FN_INVOKE_TYPE, InvokeError, InvokeRequest, Invoker, NoAgent};
 pub use lookup::{Lookup, StoreLookup};
 pub use page::{DEFAULT_PER_PAGE, MAX_PER_PAGE};

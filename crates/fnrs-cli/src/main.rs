@@ -2,6 +2,7 @@
 
 mod agent;
 mod client;
+mod conn;
 mod deploy;
 mod serve;
 

@@ -32,6 +32,51 @@ pub const ENV_API_CORS_ORIGINS: &str = "FN_API_CORS_ORIGINS";
 pub const ENV_API_CORS_HEADERS: &str = "FN_API_CORS_HEADERS";
 /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
 pub const ENV_SHUTDOWN_TIMEOUT: &str = "FN_SHUTDOWN_TIMEOUT";
+/// Time a client has to send a request head (Fn's name; seconds or a Go
+/// duration such as `2m5s` or `500ms`; 0 = no limit).
+pub const ENV_REQUEST_HEADER_READ_TIMEOUT: &str = "FN_REQUEST_HEADER_READ_TIMEOUT";
+/// Time a kept-alive connection may wait for its next request (Fn's name;
+/// seconds or a Go duration; 0 = no limit).
+pub const ENV_HTTP_IDLE_TIMEOUT: &str = "FN_HTTP_IDLE_TIMEOUT";
+/// Most open client connections (0 = no limit).
+pub const ENV_MAX_CONNECTIONS: &str = "FN_MAX_CONNECTIONS";
+
+/// A duration as Fn reads its HTTP timeouts: whole seconds (`30`), or a Go
+/// duration (`1m30s`, `1.5h`, `250ms`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let bad = || format!("{s:?} is not a duration (seconds, or e.g. 1m30s, 500ms)");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * secs;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,6 +123,19 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, env = ENV_SHUTDOWN_TIMEOUT, default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// Time a client has to send a request head: from accept on a new
+    /// connection, from the request's first byte on a kept-alive one
+    /// (seconds or e.g. `500ms`; 0 = no limit).
+    #[arg(long, env = ENV_REQUEST_HEADER_READ_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
+    pub request_header_read_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request (seconds
+    /// or e.g. `2m`; 0 = no limit).
+    #[arg(long, env = ENV_HTTP_IDLE_TIMEOUT, default_value = "90s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+    /// Most open client connections; more are answered 503 and closed at
+    /// once (0 = no limit; keep it below the open-files limit).
+    #[arg(long, env = ENV_MAX_CONNECTIONS, default_value_t = 10_000)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub agent: crate::agent::AgentArgs,
 }
@@ -233,24 +291,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("fnrs listening on {bound}");
     tracing::info!(addr = %bound, version = env!("CARGO_PKG_VERSION"), "fnrs serving");
 
-    let token = shutdown.clone();
-    let draining = agent.clone();
-    // Answers leave at once (a streamed answer's head and first chunk are
-    // separate writes, which Nagle's algorithm would hold back).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        signals.recv().await;
-        // New calls (also on kept-alive connections) get 503; running ones finish.
-        draining.stop_accepting();
-        token.cancel();
-    });
-    let mut server = std::pin::pin!(server.into_future());
+    {
+        let token = shutdown.clone();
+        let draining = agent.clone();
+        tokio::spawn(async move {
+            signals.recv().await;
+            // New calls (also on kept-alive connections) get 503; running ones finish.
+            draining.stop_accepting();
+            token.cancel();
+        });
+    }
+    let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+    let limits = crate::conn::ConnLimits {
+        header_timeout: nonzero(args.request_header_read_timeout),
+        idle_timeout: nonzero(args.http_idle_timeout),
+        max_connections: (args.max_connections > 0).then_some(args.max_connections),
+    };
+    let mut server = std::pin::pin!(crate::conn::serve(listener, app, limits, shutdown.clone()));
     tokio::select! {
-        r = &mut server => r.context("serving HTTP")?,
+        () = &mut server => {}
         _ = async {
             shutdown.cancelled().await;
             tokio::time::sleep(Duration::from_secs(args.shutdown_timeout)).await;
@@ -263,4 +322,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::agent::stop_agent(&agent, Duration::from_secs(args.shutdown_timeout.min(5))).await;
     tracing::info!("fnrs stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_fn_reads_them() {
+        let d = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(d("30"), Duration::from_secs(30));
+        assert_eq!(d("0"), Duration::ZERO);
+        assert_eq!(d("2m5s"), Duration::from_secs(125));
+        assert_eq!(d("1.5h"), Duration::from_secs(5400));
+        assert_eq!(d("250ms"), Duration::from_millis(250));
+        assert_eq!(d("10us"), Duration::from_micros(10));
+        for bad in ["", "-1s", "5x", "ms", "1.2.3s", "s5"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

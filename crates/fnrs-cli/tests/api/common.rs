@@ -155,3 +155,19 @@ pub fn err(got: (u16, Value), status: u16, message: &str) {
     assert_eq!(got.0, status, "{}", got.1);
     assert_eq!(got.1, json!({ "message": message }));
 }
+
+/// Writes `request` on a new connection and reads until the server closes it
+/// (at most 10 s); returns what came back.
+pub async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    c.write_all(request).await.expect("request written");
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), c.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection within 10 s")
+        .expect("answer read");
+    String::from_utf8_lossy(&out).into_owned()
+}

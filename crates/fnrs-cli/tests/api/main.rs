@@ -6,6 +6,7 @@ mod common;
 
 mod apps;
 mod cli;
+mod conn;
 mod durability;
 mod fncli;
 mod fns;

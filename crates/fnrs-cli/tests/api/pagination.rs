@@ -120,7 +120,35 @@ async fn fns_and_triggers_page_too(b: Backend) {
     assert_eq!(names(&v), ["tf3"]);
 }
 
+/// A URI too long for the server gets Fn's error shape, not an empty body.
+async fn overlong_uris_are_414_with_a_message(b: Backend) {
+    let s = Srv::start(b).await;
+    // Over hyper's own limit (64 KiB), which no client library would send.
+    let req = format!(
+        "GET /v2/apps?cursor={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "A".repeat(100 << 10)
+    );
+    let answer = raw_exchange(s.server.addr(), req.as_bytes()).await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 414 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json; charset=utf-8"),
+        "{head}"
+    );
+    assert_eq!(body, "{\"message\":\"URI too long\"}\n");
+    // Below the limit the handler answers.
+    err(
+        s.get(&format!("/v2/apps?cursor={}", "*".repeat(60 << 10)))
+            .await,
+        400,
+        "Invalid cursor",
+    );
+    assert_eq!(s.get("/v2/apps").await.0, 200);
+}
+
 both!(
+    overlong_uris_are_414_with_a_message,
     apps_page_by_name_with_cursor,
     per_page_defaults_to_30_and_caps_at_100,
     bad_cursor_is_400,

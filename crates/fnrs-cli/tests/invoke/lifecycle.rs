@@ -171,6 +171,37 @@ async fn sigterm_lets_in_flight_calls_finish_and_leaves_nothing() {
     s.stop_and_check_clean(&id, &[d.dir.path()]).await;
 }
 
+/// The connection timeouts bound waiting for a request head only: a call
+/// that runs (and answers in pieces) longer than both is not cut, and the
+/// connection serves the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_longer_than_the_connection_timeouts_are_not_cut() {
+    let s = Srv::start_with(&[
+        ("FN_REQUEST_HEADER_READ_TIMEOUT", "200ms"),
+        ("FN_HTTP_IDLE_TIMEOUT", "200ms"),
+    ])
+    .await;
+    let d = crate::common::FnDir::new(
+        "/bin/sh func.sh",
+        "default",
+        &[(
+            "func.sh",
+            "printf 'first\\n'\nsleep 1\nprintf 'second\\n'\n",
+        )],
+    );
+    let f = s
+        .func("slow", &d.image(), json!({"format": "default"}))
+        .await;
+    for _ in 0..2 {
+        let a = s.invoke(&f, "").await;
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (200, "first\nsecond\n"),
+            "{a:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_outside_the_process_roots_are_refused() {
     let allowed = sleeper();

@@ -14,6 +14,8 @@ use crate::json;
 pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 /// Header carrying the id of a call on every answer once the call exists.
 pub const FN_CALL_ID: &str = "fn-call-id";
+/// The message of a 401.
+pub const UNAUTHORIZED: &str = "Invalid or missing authorization token";
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECS: &str = "15";
 
@@ -54,6 +56,12 @@ impl ApiError {
             413,
             format!("Content-Length too large for this server, {len} > max {max}"),
         )
+    }
+
+    /// 401 for a request without the token it needs (sent with
+    /// `WWW-Authenticate: Bearer`).
+    pub fn unauthorized() -> Self {
+        Self::new(401, UNAUTHORIZED)
     }
 
     /// 413 for a body without a length that ran over the limit.
@@ -97,6 +105,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body is not read: the connection cannot be reused.
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(

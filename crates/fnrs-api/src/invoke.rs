@@ -159,7 +159,7 @@ async fn run(
 pub(crate) async fn invoke_fn(
     State(state): State<Arc<ApiState>>,
     axum::extract::Path(fn_id): axum::extract::Path<String>,
-    req: Request,
+    mut req: Request,
 ) -> Response {
     let func = match state.lookup.func(&fn_id).await {
         Ok(f) => f,
@@ -169,13 +169,19 @@ pub(crate) async fn invoke_fn(
         Ok(a) => a,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    if let Err(e) =
+        crate::auth::check_call(state.config.api_token.as_ref(), &app, req.headers_mut())
+    {
+        return e.into_response();
+    }
     run(&state, req, app, func, None).await
 }
 
 /// Any method on `/t/{app_name}` and `/t/{app_name}/{*source}`.
 pub(crate) async fn trigger_call(State(state): State<Arc<ApiState>>, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
     // `/t/<app>[/<source>]`, percent-decoded as Go's URL.Path.
-    let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
+    let path = percent_encoding::percent_decode_str(parts.uri.path()).decode_utf8_lossy();
     let rest = path.strip_prefix("/t/").unwrap_or("");
     let (app_name, source) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -185,6 +191,13 @@ pub(crate) async fn trigger_call(State(state): State<Arc<ApiState>>, req: Reques
         Ok(a) => a,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    // Before the trigger lookup: a caller without the token learns nothing
+    // of the app's triggers.
+    if let Err(e) =
+        crate::auth::check_call(state.config.api_token.as_ref(), &app, &mut parts.headers)
+    {
+        return e.into_response();
+    }
     let trigger = match state.lookup.http_trigger(&app.id, source).await {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
@@ -193,5 +206,7 @@ pub(crate) async fn trigger_call(State(state): State<Arc<ApiState>>, req: Reques
         Ok(f) => f,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    drop(path); // borrows parts.uri
+    let req = Request::from_parts(parts, body);
     run(&state, req, app, func, Some(trigger)).await
 }

@@ -4,6 +4,7 @@
 //! [`router`] builds the whole service from an [`ApiState`]; errors come out
 //! as Fn's `{"message": …}` through [`ApiError`].
 
+mod auth;
 mod error;
 mod handlers;
 mod invoke;
@@ -21,8 +22,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use http_body_util::BodyExt;
 
+pub use auth::BearerToken;
 pub use error::{
-    ApiError, FN_CALL_ID, FnJson, JSON_CONTENT_TYPE, JsonResponse, RETRY_AFTER_SECS, error_body,
+    ApiError, FN_CALL_ID, FnJson, JSON_CONTENT_TYPE, JsonResponse, RETRY_AFTER_SECS, UNAUTHORIZED,
+    error_body,
 };
 pub use invoke::{BoxBody, FN_INVOKE_TYPE, InvokeError, InvokeRequest, Invoker, NoAgent};
 pub use lookup::{Lookup, StoreLookup};
@@ -138,10 +141,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/t/{app_name}", any(invoke::trigger_call))
         .route("/t/{app_name}/", any(invoke::trigger_call))
         .route("/t/{app_name}/{*source}", any(invoke::trigger_call));
-    let r = Router::new()
+    let open = Router::new()
         .route("/", get(root))
         .route("/version", get(version))
-        .route("/health", get(health))
+        .route("/health", get(health));
+    let managed = Router::new()
         .route("/metrics", get(metrics))
         .route("/v2/openapi.json", get(openapi))
         .route("/v2/apps", get(list_apps).post(create_app))
@@ -161,7 +165,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/v2/triggers/{trigger_id}",
             get(get_trigger).put(update_trigger).delete(delete_trigger),
-        )
+        );
+    // Only when there is a token: no work per request otherwise.
+    let managed = if state.config.api_token.is_some() {
+        managed.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_token,
+        ))
+    } else {
+        managed
+    };
+    let r = open
+        .merge(managed)
         .route_layer(axum::middleware::from_fn(track))
         .merge(invoke)
         .fallback(path_not_found)

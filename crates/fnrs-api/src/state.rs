@@ -6,6 +6,7 @@ use fnrs_datastore::Datastore;
 use fnrs_model::IdGenerator;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::auth::BearerToken;
 use crate::invoke::Invoker;
 use crate::lookup::Lookup;
 
@@ -24,6 +25,9 @@ pub struct ApiConfig {
     pub cors_origins: Vec<String>,
     /// Request headers allowed by CORS (`FN_API_CORS_HEADERS`).
     pub cors_headers: Vec<String>,
+    /// The token every request but `/`, `/version` and `/health` needs
+    /// (`FN_API_TOKEN`); also accepted for calls to apps with an invoke token.
+    pub api_token: Option<BearerToken>,
 }
 
 /// Shared state of every handler.

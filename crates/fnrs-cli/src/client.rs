@@ -9,6 +9,8 @@ use serde_json::{Map, Value, json};
 
 /// Where the client finds the server.
 pub const ENV_API_URL: &str = "FN_API_URL";
+/// The token the client sends as `Authorization: Bearer <token>` (as Fn's CLI).
+pub const ENV_TOKEN: &str = "FN_TOKEN";
 
 /// Options every client command takes.
 #[derive(Debug, Clone, Args)]
@@ -19,6 +21,14 @@ pub struct ClientOpts {
     /// Print JSON instead of tables (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Token sent as `Authorization: Bearer <token>` (the server's FN_API_TOKEN).
+    #[arg(long, env = ENV_TOKEN, hide_env_values = true, global = true, value_parser = parse_token)]
+    pub token: Option<fnrs_api::BearerToken>,
+}
+
+/// Never fails, so that clap never repeats the token in an error.
+fn parse_token(s: &str) -> Result<fnrs_api::BearerToken, std::convert::Infallible> {
+    Ok(fnrs_api::BearerToken::new(s))
 }
 
 /// `KEY=VALUE` options for config and annotations.
@@ -227,12 +237,23 @@ fn enc(s: &str) -> String {
 }
 
 impl Client {
-    pub fn new(opts: &ClientOpts) -> Self {
-        Self {
-            http: reqwest::Client::new(),
+    pub fn new(opts: &ClientOpts) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = opts.token.as_ref().filter(|t| !t.expose().is_empty()) {
+            let mut v = reqwest::header::HeaderValue::try_from(format!("Bearer {}", t.expose()))
+                .map_err(|_| anyhow!("{ENV_TOKEN} cannot be sent in an HTTP header"))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .context("setting up the HTTP client")?;
+        Ok(Self {
+            http,
             base: opts.api_url.trim_end_matches('/').to_owned(),
             json: opts.json,
-        }
+        })
     }
 
     async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {

@@ -159,12 +159,12 @@ fn main() -> std::process::ExitCode {
 async fn run_client(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve(_) => unreachable!("handled in main"),
-        Cmd::Apps { opts, cmd } => client::apps(&client::Client::new(&opts), cmd).await,
-        Cmd::Fns { opts, cmd } => client::fns(&client::Client::new(&opts), cmd).await,
-        Cmd::Triggers { opts, cmd } => client::triggers(&client::Client::new(&opts), cmd).await,
-        Cmd::Deploy { opts, args } => deploy::deploy(&client::Client::new(&opts), args).await,
-        Cmd::Invoke { opts, args } => client::invoke(&client::Client::new(&opts), args).await,
-        Cmd::Calls { opts, args } => client::calls(&client::Client::new(&opts), args).await,
-        Cmd::Logs { opts, args } => client::logs(&client::Client::new(&opts), args).await,
+        Cmd::Apps { opts, cmd } => client::apps(&client::Client::new(&opts)?, cmd).await,
+        Cmd::Fns { opts, cmd } => client::fns(&client::Client::new(&opts)?, cmd).await,
+        Cmd::Triggers { opts, cmd } => client::triggers(&client::Client::new(&opts)?, cmd).await,
+        Cmd::Deploy { opts, args } => deploy::deploy(&client::Client::new(&opts)?, args).await,
+        Cmd::Invoke { opts, args } => client::invoke(&client::Client::new(&opts)?, args).await,
+        Cmd::Calls { opts, args } => client::calls(&client::Client::new(&opts)?, args).await,
+        Cmd::Logs { opts, args } => client::logs(&client::Client::new(&opts)?, args).await,
     }
 }

@@ -40,6 +40,11 @@ pub const ENV_REQUEST_HEADER_READ_TIMEOUT: &str = "FN_REQUEST_HEADER_READ_TIMEOU
 pub const ENV_HTTP_IDLE_TIMEOUT: &str = "FN_HTTP_IDLE_TIMEOUT";
 /// Most open client connections (0 = no limit).
 pub const ENV_MAX_CONNECTIONS: &str = "FN_MAX_CONNECTIONS";
+/// Bearer token the API requires (every request but `/`, `/version`,
+/// `/health`); also as `FN_API_TOKEN_FILE`.
+pub const ENV_API_TOKEN: &str = "FN_API_TOKEN";
+/// Serve the API without a token on an address other than loopback.
+pub const ENV_API_ALLOW_UNAUTHENTICATED: &str = "FN_API_ALLOW_UNAUTHENTICATED";
 
 /// A duration as Fn reads its HTTP timeouts: whole seconds (`30`), or a Go
 /// duration (`1m30s`, `1.5h`, `250ms`).
@@ -136,6 +141,16 @@ pub struct ServeArgs {
     /// once (0 = no limit; keep it below the open-files limit).
     #[arg(long, env = ENV_MAX_CONNECTIONS, default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Token the API requires as `Authorization: Bearer <token>` on every
+    /// request but /, /version and /health (printable ASCII, no spaces).
+    /// Prefer the variable or FN_API_TOKEN_FILE to the flag, which other
+    /// local users can see.
+    #[arg(long, env = ENV_API_TOKEN, hide_env_values = true, value_parser = parse_token)]
+    pub api_token: Option<fnrs_api::BearerToken>,
+    /// Serve the API without a token on an address other than loopback
+    /// (anyone who reaches it may manage apps and functions).
+    #[arg(long, env = ENV_API_ALLOW_UNAUTHENTICATED, default_value_t = false)]
+    pub api_allow_unauthenticated: bool,
     #[command(flatten)]
     pub agent: crate::agent::AgentArgs,
 }
@@ -154,6 +169,42 @@ impl ServeArgs {
             }
         }
     }
+}
+
+/// Never fails, so that clap never repeats the value in an error; the token
+/// is checked in [`check_api_access`].
+fn parse_token(s: &str) -> Result<fnrs_api::BearerToken, std::convert::Infallible> {
+    Ok(fnrs_api::BearerToken::new(s))
+}
+
+/// The API's token must be usable, and the API is served without one only
+/// on loopback unless explicitly allowed. Messages never show the token.
+fn check_api_access(args: &ServeArgs) -> anyhow::Result<()> {
+    if let Some(t) = &args.api_token {
+        if !fnrs_model::validate::is_valid_token(t.expose()) {
+            anyhow::bail!(
+                "{ENV_API_TOKEN} must be 1 to {} printable ASCII characters without spaces",
+                fnrs_model::validate::MAX_TOKEN_BYTES
+            );
+        }
+        return Ok(());
+    }
+    let listen = args.listen.to_canonical();
+    if listen.is_loopback() {
+        return Ok(());
+    }
+    if !args.api_allow_unauthenticated {
+        anyhow::bail!(
+            "refusing to serve the API without a token on {listen}: set {ENV_API_TOKEN} \
+             (or {ENV_API_TOKEN}_FILE) to require one, or set \
+             {ENV_API_ALLOW_UNAUTHENTICATED}=true to let anyone who reaches {listen} manage it"
+        );
+    }
+    tracing::warn!(
+        %listen,
+        "the API is served unauthenticated beyond loopback ({ENV_API_ALLOW_UNAUTHENTICATED})"
+    );
+    Ok(())
 }
 
 /// A comma-separated list, trimmed, without empty items.
@@ -243,6 +294,7 @@ impl ShutdownSignals {
 
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    check_api_access(&args)?;
     let shutdown = CancellationToken::new();
     let handle = install_metrics()?;
     {
@@ -280,6 +332,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_request_size: args.max_request_size,
             cors_origins: split_list(args.api_cors_origins.as_deref()),
             cors_headers: split_list(args.api_cors_headers.as_deref()),
+            api_token: args.api_token.clone(),
         },
         ids,
         metrics: Some(handle),

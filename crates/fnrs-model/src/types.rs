@@ -15,6 +15,9 @@ pub type Annotations = serde_json::Map<String, serde_json::Value>;
 pub const ANNOTATION_INVOKE_ENDPOINT: &str = "fnproject.io/fn/invokeEndpoint";
 /// The annotation key under which an HTTP trigger's URL is served.
 pub const ANNOTATION_HTTP_ENDPOINT: &str = "fnproject.io/trigger/httpEndpoint";
+/// fnrs's app annotation whose value, a token, calls to the app's fns
+/// (`/invoke` and `/t`) must carry as `Authorization: Bearer <token>`.
+pub const ANNOTATION_INVOKE_TOKEN: &str = "fnrs.io/invoke-token";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct App {

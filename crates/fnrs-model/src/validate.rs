@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use crate::{Annotations, App, Config, Error, Fn, Trigger};
+use crate::{ANNOTATION_INVOKE_TOKEN, Annotations, App, Config, Error, Fn, Trigger};
 
 /// Longest app, fn or trigger name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -25,6 +25,8 @@ pub const MAX_ANNOTATION_KEYS: usize = 100;
 pub const TRIGGER_TYPE_HTTP: &str = "http";
 /// Shapes an app may have (empty = none).
 pub const SHAPES: [&str; 3] = ["GENERIC_X86", "GENERIC_ARM", "GENERIC_X86_ARM"];
+/// Longest bearer token (server or app), in bytes.
+pub const MAX_TOKEN_BYTES: usize = 256;
 /// Function formats a fn may carry (absent = `http-stream`).
 pub const FORMATS: [&str; 5] = ["http-stream", "default", "http", "json", "cloudevent"];
 
@@ -73,6 +75,9 @@ pub mod msg {
     pub const CONFIG_KEY: &str = "Invalid config key, config keys must be non-empty and may not contain '=' or NUL characters";
     pub const CONFIG_VALUE: &str =
         "Invalid config value, config values may not contain NUL characters";
+    pub const INVOKE_TOKEN: &str = "Invalid annotation value for fnrs.io/invoke-token, it must be a string of 1 to 256 printable ASCII characters without spaces";
+    pub const INVOKE_TOKEN_NOT_ON_APP: &str =
+        "The fnrs.io/invoke-token annotation is only allowed on apps";
     pub const TRIGGER_INVALID_SOURCE: &str =
         "Invalid Trigger Source, sources may not contain '?', '#', '%' or control characters";
 }
@@ -175,6 +180,29 @@ pub fn annotation(key: &str, value: &serde_json::Value) -> Result<(), Error> {
         .unwrap_or(usize::MAX);
     if len > MAX_ANNOTATION_VALUE_BYTES {
         return Err(bad(msg::ANNOTATION_VALUE_LENGTH));
+    }
+    Ok(())
+}
+
+/// A bearer token as fnrs accepts one: 1 to [`MAX_TOKEN_BYTES`]
+/// printable ASCII characters, no spaces.
+pub fn is_valid_token(t: &str) -> bool {
+    (1..=MAX_TOKEN_BYTES).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The app's `fnrs.io/invoke-token` annotation, if any, must be a token.
+fn invoke_token(a: &Annotations) -> Result<(), Error> {
+    match a.get(ANNOTATION_INVOKE_TOKEN) {
+        None => Ok(()),
+        Some(serde_json::Value::String(t)) if is_valid_token(t) => Ok(()),
+        Some(_) => Err(bad(msg::INVOKE_TOKEN)),
+    }
+}
+
+/// Only apps carry an invoke token: on a fn or trigger it would protect nothing.
+fn no_invoke_token(a: &Annotations) -> Result<(), Error> {
+    if a.contains_key(ANNOTATION_INVOKE_TOKEN) {
+        return Err(bad(msg::INVOKE_TOKEN_NOT_ON_APP));
     }
     Ok(())
 }
@@ -325,6 +353,7 @@ pub fn format(format: Option<&str>) -> Result<(), Error> {
 pub fn app(a: &App) -> Result<(), Error> {
     app_name(&a.name)?;
     annotations(&a.annotations)?;
+    invoke_token(&a.annotations)?;
     if let Some(url) = &a.syslog_url {
         syslog_url(url)?;
     }
@@ -353,6 +382,7 @@ pub fn func(f: &Fn) -> Result<(), Error> {
     }
     format(f.format.as_deref())?;
     annotations(&f.annotations)?;
+    no_invoke_token(&f.annotations)?;
     config(&f.config)
 }
 
@@ -370,7 +400,8 @@ pub fn trigger(t: &Trigger) -> Result<(), Error> {
         return Err(bad(msg::TRIGGER_TYPE_UNKNOWN));
     }
     trigger_source(&t.source)?;
-    annotations(&t.annotations)
+    annotations(&t.annotations)?;
+    no_invoke_token(&t.annotations)
 }
 
 #[cfg(test)]
@@ -406,6 +437,16 @@ mod tests {
             assert_eq!(c(k, "v").unwrap_err().message, msg::CONFIG_KEY, "{k:?}");
         }
         assert_eq!(c("K", "a\0").unwrap_err().message, msg::CONFIG_VALUE);
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(is_valid_token("a"));
+        assert!(is_valid_token(&"~".repeat(MAX_TOKEN_BYTES)));
+        for bad in ["", "a b", "a\tb", "é", "a\n"] {
+            assert!(!is_valid_token(bad), "{bad:?}");
+        }
+        assert!(!is_valid_token(&"a".repeat(MAX_TOKEN_BYTES + 1)));
     }
 
     #[test]

@@ -7,14 +7,29 @@ use crate::common::*;
 
 /// Runs `fnrs ARGS` against the server; returns (success, stdout, stderr).
 async fn fnrs(s: &Srv, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    fnrs_with_token(s, None, args, stdin).await
+}
+
+/// [`fnrs`] with `FN_TOKEN` set to `token` (and unset when `None`).
+async fn fnrs_with_token(
+    s: &Srv,
+    token: Option<&str>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
     let url = s.server.url();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let stdin = stdin.map(str::to_owned);
+    let token = token.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::cargo_bin("fnrs").unwrap();
         cmd.args(&args)
             .env("FN_API_URL", url)
+            .env_remove("FN_TOKEN")
             .timeout(std::time::Duration::from_secs(60));
+        if let Some(t) = token {
+            cmd.env("FN_TOKEN", t);
+        }
         cmd.write_stdin(stdin.unwrap_or_default());
         let out = cmd.output().unwrap();
         (
@@ -29,6 +44,27 @@ async fn fnrs(s: &Srv, args: &[&str], stdin: Option<&str>) -> (bool, String, Str
 
 fn json_of(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// Like Fn's CLI, the client sends `Authorization: Bearer $FN_TOKEN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_sends_fn_token() {
+    let token = "cli-T0ken";
+    let s = Srv::start_with(
+        Backend::Sqlite,
+        fnrs_testkit::server::ServerOptions::default().env("FN_API_TOKEN", token),
+    )
+    .await;
+    let (ok, _, err) = fnrs_with_token(&s, None, &["apps", "create", "a"], None).await;
+    assert!(!ok);
+    assert!(
+        err.contains("Invalid or missing authorization token"),
+        "{err}"
+    );
+    let (ok, _, err) = fnrs_with_token(&s, Some(token), &["apps", "create", "a"], None).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = fnrs_with_token(&s, Some(token), &["apps", "list"], None).await;
+    assert!(ok && out.contains('a'), "{out} {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 mod common;
 
 mod apps;
+mod auth;
 mod cli;
 mod conn;
 mod durability;

@@ -84,6 +84,8 @@ pub struct Srv {
     pub http: reqwest::Client,
     pub iofs: tempfile::TempDir,
     pub app_id: String,
+    /// `FN_API_TOKEN` of the server, sent by [`Srv::json`].
+    pub api_token: Option<String>,
 }
 
 impl Srv {
@@ -109,11 +111,16 @@ impl Srv {
             opts = opts.env(k, v);
         }
         let server = TestServer::start(BIN, opts).await.expect("fnrs starts");
+        let api_token = env
+            .iter()
+            .find(|(k, _)| *k == "FN_API_TOKEN")
+            .map(|(_, v)| v.to_string());
         let mut s = Self {
             server,
             http: reqwest::Client::new(),
             iofs,
             app_id: String::new(),
+            api_token,
         };
         let (st, app) = s
             .json(
@@ -131,9 +138,13 @@ impl Srv {
         format!("{}{path}", self.server.url())
     }
 
+    /// A management request (with the API token, if the server has one).
     pub async fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut r = self.http.request(m, self.url(path));
+        if let Some(t) = &self.api_token {
+            r = r.bearer_auth(t);
+        }
         if let Some(b) = body {
             r = r.json(&b);
         }

@@ -9,6 +9,7 @@
 
 mod common;
 
+mod auth;
 mod docker;
 mod drivers;
 mod formats;

@@ -13,6 +13,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "system packages"
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v pasta >/dev/null || need+=(passt)
 command -v initdb >/dev/null || [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v node >/dev/null || need+=(nodejs npm)

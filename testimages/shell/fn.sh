@@ -25,6 +25,12 @@ case "${FNRS_TEST_MODE:-echo}" in
   sleep)
     sleep 600
     ;;
+  probe)
+    # Prints what a listener on PROBE_PORT of the container's loopback
+    # sends (the tests only ever probe loopback addresses).
+    timeout 2 nc 127.0.0.1 "$PROBE_PORT" </dev/null 2>/dev/null
+    echo "probed"
+    ;;
   *)
     echo "unknown FNRS_TEST_MODE" >&2
     exit 2

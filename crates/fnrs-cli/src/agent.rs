@@ -68,9 +68,17 @@ pub struct AgentArgs {
     /// warning), bwrap (required), none.
     #[arg(long, env = fnrs_driver_process::ENV_SANDBOX, default_value = "auto")]
     pub process_sandbox: SandboxMode,
-    /// Network of sandboxed processes: shared (the host's) or none.
-    #[arg(long, env = fnrs_driver_process::ENV_NETWORK, default_value = "shared")]
+    /// Network of sandboxed processes: private (their own, outbound
+    /// through pasta; the host's loopback unreachable), none, or shared (the
+    /// host's, loopback and this server's API included).
+    #[arg(long, env = fnrs_driver_process::ENV_NETWORK, default_value = "private")]
     pub process_network: NetworkMode,
+    /// Sandboxes kept ready for cold starts (0 = none).
+    #[arg(long, env = fnrs_driver_process::ENV_POOL_SIZE, default_value_t = 4)]
+    pub process_pool_size: usize,
+    /// Path of pasta (Debian's passt) for the private network [default: found in /usr/bin…].
+    #[arg(long, env = fnrs_driver_process::ENV_PASTA)]
+    pub process_pasta: Option<PathBuf>,
     /// Directories allowed as `file://` images (colon-separated) [default: any].
     #[arg(long, env = fnrs_driver_process::ENV_ROOTS)]
     pub process_roots: Option<String>,
@@ -122,6 +130,8 @@ impl AgentArgs {
         ProcessDriverConfig {
             sandbox: self.process_sandbox,
             network: self.process_network,
+            pasta: self.process_pasta.clone(),
+            pool_size: self.process_pool_size,
             roots: list(&self.process_roots),
             ro_paths: list(&self.process_ro_paths),
             max_pids: self.max_pids,

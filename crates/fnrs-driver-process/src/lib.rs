@@ -80,6 +80,7 @@
 mod cgroup;
 mod funcyaml;
 mod image;
+mod net;
 mod pool;
 mod seccomp;
 mod spawn;
@@ -102,9 +103,15 @@ pub use spawn::Rlimits;
 /// `FN_PROCESS_SANDBOX`: `auto` (default: bwrap when it works, else
 /// unsandboxed with a warning), `bwrap` (refuse to start without it), `none`.
 pub const ENV_SANDBOX: &str = "FN_PROCESS_SANDBOX";
-/// `FN_PROCESS_NETWORK`: `shared` (default: the host's network) or `none`
-/// (a private namespace with only `lo`).
+/// `FN_PROCESS_NETWORK`: `private` (default: the sandbox's own namespace
+/// with outbound network through pasta, the host's loopback not reachable),
+/// `none` (only `lo`) or `shared` (the host's network, the server's API on
+/// loopback included: an explicit opt-in, warned about).
 pub const ENV_NETWORK: &str = "FN_PROCESS_NETWORK";
+/// `FN_PROCESS_PASTA`: path of the `pasta` binary (Debian's `passt`) for
+/// the private network. Default: the first of `/usr/bin/pasta`,
+/// `/usr/local/bin/pasta`, `/bin/pasta` that exists.
+pub const ENV_PASTA: &str = "FN_PROCESS_PASTA";
 /// `FN_PROCESS_ROOTS`: `:`-separated absolute directories; when set, only
 /// directories under one of them may be `file://` images. Default: any.
 pub const ENV_ROOTS: &str = "FN_PROCESS_ROOTS";
@@ -183,20 +190,36 @@ impl FromStr for SandboxMode {
 /// [`ENV_NETWORK`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
-    /// The host's network namespace.
+    /// The sandbox's own namespace, served by pasta (outbound only).
     #[default]
-    Shared,
+    Private,
     /// A private namespace with only the loopback interface.
     None,
+    /// The host's network namespace.
+    Shared,
+}
+
+impl NetworkMode {
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Private => "private",
+            NetworkMode::None => "none",
+            NetworkMode::Shared => "shared",
+        }
+    }
 }
 
 impl FromStr for NetworkMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "" | "shared" | "host" => Ok(NetworkMode::Shared),
+            "" | "private" => Ok(NetworkMode::Private),
             "none" => Ok(NetworkMode::None),
-            _ => Err(format!("{ENV_NETWORK} must be shared or none, not {s:?}")),
+            "shared" | "host" => Ok(NetworkMode::Shared),
+            _ => Err(format!(
+                "{ENV_NETWORK} must be private, none or shared, not {s:?}"
+            )),
         }
     }
 }
@@ -217,8 +240,10 @@ pub fn parse_path_list(s: &str) -> Vec<PathBuf> {
 pub struct ProcessDriverConfig {
     /// [`ENV_SANDBOX`], default `auto`.
     pub sandbox: SandboxMode,
-    /// [`ENV_NETWORK`], default `shared`.
+    /// [`ENV_NETWORK`], default `private`.
     pub network: NetworkMode,
+    /// [`ENV_PASTA`], default `None` (look in the usual places).
+    pub pasta: Option<PathBuf>,
     /// [`ENV_ROOTS`], default empty (any directory).
     pub roots: Vec<PathBuf>,
     /// [`ENV_MAX_PIDS`], default 50.
@@ -247,7 +272,8 @@ impl Default for ProcessDriverConfig {
     fn default() -> Self {
         ProcessDriverConfig {
             sandbox: SandboxMode::Auto,
-            network: NetworkMode::Shared,
+            network: NetworkMode::Private,
+            pasta: None,
             roots: Vec::new(),
             max_pids: 50,
             tmp_size_mb: 0,
@@ -310,6 +336,9 @@ impl ProcessDriverConfig {
         if let Some(v) = get(ENV_BWRAP) {
             c.bwrap = Some(PathBuf::from(v.trim()));
         }
+        if let Some(v) = get(ENV_PASTA) {
+            c.pasta = Some(PathBuf::from(v.trim()));
+        }
         if let Some(v) = get(ENV_POOL_SIZE) {
             c.pool_size = num(ENV_POOL_SIZE, &v)?;
         }
@@ -344,6 +373,10 @@ impl ProcessDriverConfig {
 /// Runs `file://` images as sandboxed local processes.
 pub struct ProcessDriver {
     config: ProcessDriverConfig,
+    /// The network functions get (the setting, or what it fell back to).
+    network: NetworkMode,
+    /// pasta, when the network is private.
+    pasta: Option<PathBuf>,
     /// The bwrap binary when sandboxing, `None` when unsandboxed.
     bwrap: Option<PathBuf>,
     cgroups: Option<cgroup::Cgroups>,
@@ -422,7 +455,7 @@ fn base_bwrap_args(network: NetworkMode, disable_userns: bool) -> Vec<OsString> 
         }
     }
     // A resolv.conf that points into /run (systemd-resolved, resolvconf).
-    if network == NetworkMode::Shared
+    if network != NetworkMode::None
         && let Ok(target) = std::fs::read_link("/etc/resolv.conf")
         && let Some(parent) = target.parent()
         && target.is_absolute()
@@ -576,11 +609,20 @@ impl ProcessDriver {
                 "{ENV_SANDBOX}=none: functions run UNSANDBOXED with the host's file system"
             ));
         }
-        if bwrap.is_none() && config.network == NetworkMode::None {
-            warnings.push(format!(
-                "{ENV_NETWORK}=none needs the bwrap sandbox: functions share the host's network"
-            ));
+        let (network, pasta) = effective_network(&config, bwrap.as_deref(), &base_args, drop_to);
+        match (&network, config.network) {
+            (Err(w), _) => warnings.push(w.clone()),
+            (Ok(NetworkMode::Shared), _) => warnings.push(format!(
+                "{ENV_NETWORK}=shared: functions share the host's network and reach \
+                 everything on its loopback, this server's API included"
+            )),
+            _ => {}
         }
+        let network = match (network, bwrap.is_some()) {
+            (Ok(n), _) => n,
+            (Err(_), true) => NetworkMode::None,
+            (Err(_), false) => NetworkMode::Shared,
+        };
 
         if let Some((uid, gid)) = drop_to {
             for p in &config.ro_paths {
@@ -631,7 +673,16 @@ impl ProcessDriver {
             }
             _ => None,
         };
+        // A private network is attached to prebuilt sandboxes only.
+        let pool_network_ok = network != NetworkMode::Private || prebuilt.is_some();
+        if config.pool_size > 0 && bwrap.is_some() && !pool_network_ok {
+            warnings.push(format!(
+                "no launcher pool ({ENV_POOL_SIZE}) with {ENV_NETWORK}=private without prebuilt \
+                 sandboxes: cold starts are slower"
+            ));
+        }
         if config.pool_size > 0
+            && pool_network_ok
             && bwrap.is_some()
             && base_args.iter().any(|a| a == "--disable-userns")
         {
@@ -647,6 +698,7 @@ impl ProcessDriver {
                             seccomp: seccomp.clone(),
                             env: base_env(),
                             prebuilt,
+                            pasta: pasta.clone(),
                         },
                         config.pool_size,
                     ))
@@ -673,6 +725,8 @@ impl ProcessDriver {
         );
         Ok(ProcessDriver {
             config,
+            network,
+            pasta,
             bwrap,
             cgroups,
             roots,
@@ -726,8 +780,12 @@ impl ProcessDriver {
         spec: &InstanceSpec,
         fn_dir: &Path,
         seccomp_fd: Option<i32>,
+        handshake: Option<&net::Handshake>,
     ) -> Vec<OsString> {
         let mut a = self.base_args.clone();
+        if let Some(h) = handshake {
+            a.extend(h.bwrap_args());
+        }
         if let Some(fd) = seccomp_fd {
             a.push("--seccomp".into());
             a.push(fd.to_string().into());
@@ -765,7 +823,7 @@ impl ProcessDriver {
     fn child_setup(
         &self,
         cg: Option<&cgroup::InstanceCgroup>,
-        keep_fd: Option<i32>,
+        keep_fds: Vec<i32>,
     ) -> spawn::ChildSetup {
         spawn::ChildSetup {
             cgroup_procs: cg.map(|c| c.procs_paths()).unwrap_or_default(),
@@ -774,8 +832,37 @@ impl ProcessDriver {
             // bwrap sets both itself (and must not be hindered if setuid).
             no_new_privs: self.bwrap.is_none(),
             pdeathsig: self.bwrap.is_none(),
-            keep_fds: keep_fd.into_iter().collect(),
+            keep_fds,
         }
+    }
+
+    /// Bring up the private network of a sandbox just forked with a
+    /// [`net::Handshake`]: learn its pid, attach pasta (forked from the
+    /// spawner thread), then let its command run. Dropping this future, or
+    /// an error, kills pasta.
+    async fn attach_network(
+        &self,
+        info: std::os::fd::OwnedFd,
+        block: std::os::fd::OwnedFd,
+    ) -> Result<net::Pasta, String> {
+        let pasta = self.pasta.clone().ok_or("no pasta")?;
+        let pid =
+            tokio::task::spawn_blocking(move || net::read_child_pid(info, net::READY_TIMEOUT))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        let starting = spawn::on_spawner_thread(move || net::spawn(&pasta, pid))
+            .await
+            .ok_or("spawner failed")?
+            .map_err(|e| format!("cannot start pasta: {e}"))?;
+        tokio::task::spawn_blocking(move || {
+            let p = starting.wait_ready(net::READY_TIMEOUT)?;
+            net::release(block)?;
+            Ok::<_, std::io::Error>(p)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -825,7 +912,7 @@ impl ProcessDriver {
                 args.push(k.into());
                 args.push(v.into());
             }
-            args.extend(self.bwrap_args(spec, dir, l.seccomp_fd));
+            args.extend(self.bwrap_args(spec, dir, l.seccomp_fd, None));
             args.extend(argv.iter().map(OsString::from));
             l.launch(&args)
         };
@@ -833,7 +920,7 @@ impl ProcessDriver {
             pool::discard(l);
             return Err(format!("launcher: {e}"));
         }
-        let (mut child, cgroup, mounts) = l.into_parts();
+        let (mut child, cgroup, mounts, network) = l.into_parts();
         if !spec.stdin {
             // Closed at once: the function reads end of file.
             drop(child.stdin.take());
@@ -843,7 +930,7 @@ impl ProcessDriver {
             child,
             cgroup.map(Arc::new),
             spec.id.clone(),
-            mounts,
+            Belongings { mounts, network },
         ))
     }
 }
@@ -867,6 +954,71 @@ pub async fn cleanup_cgroup_parent(parent: &str) -> Result<usize, DriverError> {
     })
     .await
     .map_err(|e| DriverError::Internal(format!("cgroup cleanup failed: {e}")))?
+}
+
+/// The network functions get for the configured mode, and pasta when
+/// private; `Err` is the warning when it cannot be had (then `none` in a
+/// sandbox, never `shared` silently). Blocking (a private network is tried
+/// once on a sandbox).
+fn effective_network(
+    config: &ProcessDriverConfig,
+    bwrap: Option<&Path>,
+    base_args: &[OsString],
+    drop_to: Option<(u32, u32)>,
+) -> (Result<NetworkMode, String>, Option<PathBuf>) {
+    let Some(bwrap) = bwrap else {
+        if config.network == NetworkMode::Shared {
+            return (Ok(NetworkMode::Shared), None);
+        }
+        return (
+            Err(format!(
+                "{ENV_NETWORK}={} needs the bwrap sandbox: functions share the host's network",
+                config.network.as_str()
+            )),
+            None,
+        );
+    };
+    if config.network != NetworkMode::Private {
+        return (Ok(config.network), None);
+    }
+    let fallback = "functions get no network (as with =none)";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return (
+            Err(format!(
+                "{ENV_NETWORK}=private needs the server to run as root (pasta is attached to \
+                 each sandbox from outside): {fallback}; set {ENV_NETWORK}=none to say so"
+            )),
+            None,
+        );
+    }
+    let Some(pasta) = net::find_pasta(config.pasta.as_deref()) else {
+        let what = match &config.pasta {
+            Some(p) => format!("pasta not found at {} ({ENV_PASTA})", p.display()),
+            None => "pasta (Debian package passt) is not installed".to_string(),
+        };
+        return (
+            Err(format!(
+                "{ENV_NETWORK}=private: {what}: {fallback}; install passt, or set {ENV_NETWORK}=none"
+            )),
+            None,
+        );
+    };
+    // Twice: one failure under a burst of load is not a verdict.
+    let probed = net::probe(bwrap, base_args, drop_to, &pasta).or_else(|e| {
+        tracing::debug!(error = %e, "private network probe failed, trying again");
+        net::probe(bwrap, base_args, drop_to, &pasta)
+    });
+    match probed {
+        Ok(()) => (Ok(NetworkMode::Private), Some(pasta)),
+        Err(e) => (
+            Err(format!(
+                "{ENV_NETWORK}=private: pasta at {} does not work: {e}: {fallback}",
+                pasta.display()
+            )),
+            None,
+        ),
+    }
 }
 
 /// Run `bwrap <base args> [--seccomp FD] [--size 1M] --tmpfs /tmp -- true`
@@ -1003,10 +1155,20 @@ impl Driver for ProcessDriver {
             use std::os::fd::AsRawFd;
             f.as_raw_fd()
         });
+        let handshake = match (&self.bwrap, self.network) {
+            (Some(_), NetworkMode::Private) => match net::Handshake::new() {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    guard.cleanup_now();
+                    return Err(DriverError::Internal(format!("network pipes: {e}")));
+                }
+            },
+            _ => None,
+        };
         let mut cmd = match &self.bwrap {
             Some(bwrap) => {
                 let mut c = tokio::process::Command::new(bwrap);
-                c.args(self.bwrap_args(&spec, &dir, raw_seccomp_fd))
+                c.args(self.bwrap_args(&spec, &dir, raw_seccomp_fd, handshake.as_ref()))
                     .args(&argv);
                 c.current_dir("/");
                 c
@@ -1046,7 +1208,11 @@ impl Driver for ProcessDriver {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        let setup = self.child_setup(cg.as_deref(), raw_seccomp_fd);
+        let keep: Vec<i32> = raw_seccomp_fd
+            .into_iter()
+            .chain(handshake.iter().flat_map(|h| h.child_fds()))
+            .collect();
+        let setup = self.child_setup(cg.as_deref(), keep);
         // SAFETY: ChildSetup::apply only makes async-signal-safe system calls
         // on memory prepared before the fork.
         unsafe {
@@ -1055,12 +1221,12 @@ impl Driver for ProcessDriver {
 
         let spawned = spawn::on_spawner_thread(move || {
             let r = cmd.spawn();
-            // The child has its copy; ours closes now.
+            // The child has its copies; ours close now.
             drop(seccomp_fd);
-            r
+            r.map(|c| (c, handshake.map(net::Handshake::parent_ends)))
         })
         .await;
-        let child = match spawned {
+        let (child, ends) = match spawned {
             Some(Ok(c)) => c,
             other => {
                 let e = match other {
@@ -1074,10 +1240,33 @@ impl Driver for ProcessDriver {
                 )));
             }
         };
+        let network = match ends {
+            Some((info, block)) => match self.attach_network(info, block).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    // The sandbox dies with its process (kill on drop).
+                    drop(child);
+                    guard.cleanup_now();
+                    return Err(DriverError::Internal(format!(
+                        "cannot set up the network of {}: {e}",
+                        spec.id
+                    )));
+                }
+            },
+            None => None,
+        };
         let pid = child.id().unwrap_or(0) as i32;
         tracing::debug!(instance = %spec.id, pid, dir = %dir.display(), "process instance started");
         guard.0 = None;
-        Ok(make_instance(child, cg, spec.id, None))
+        Ok(make_instance(
+            child,
+            cg,
+            spec.id,
+            Belongings {
+                mounts: None,
+                network,
+            },
+        ))
     }
 
     async fn cleanup_leftovers(&self) -> Result<(), DriverError> {
@@ -1125,10 +1314,7 @@ impl Driver for ProcessDriver {
             "unsandboxed": self.bwrap.is_none(),
             "bwrap": self.bwrap.as_ref().map(|p| p.display().to_string()),
             "cgroups": self.cgroups.as_ref().map(|c| c.version.as_str()),
-            "network": match (self.bwrap.is_some(), self.config.network) {
-                (true, NetworkMode::None) => "none",
-                _ => "shared",
-            },
+            "network": self.network.as_str(),
             "uid": self.drop_to.map(|d| d.0),
             "seccomp": self.seccomp.is_some(),
             "pool": self.pool.as_ref().map(|p| serde_json::json!({
@@ -1141,12 +1327,21 @@ impl Driver for ProcessDriver {
     }
 }
 
+/// What an instance owns besides its process and cgroup, released when it
+/// ends.
+struct Belongings {
+    /// A prebuilt sandbox's mount directory.
+    mounts: Option<PathBuf>,
+    /// Its private network.
+    network: Option<net::Pasta>,
+}
+
 /// The instance of a spawned child (sandbox or function) and its reaper.
 fn make_instance(
     mut child: tokio::process::Child,
     cg: Option<Arc<cgroup::InstanceCgroup>>,
     id: String,
-    mounts: Option<PathBuf>,
+    belongings: Belongings,
 ) -> Box<dyn Instance> {
     let io = InstanceIo {
         stdin: child
@@ -1166,7 +1361,7 @@ fn make_instance(
         kill.clone(),
         tx,
         id.clone(),
-        mounts,
+        belongings,
     ));
     Box::new(ProcessInstance {
         id,
@@ -1217,8 +1412,9 @@ async fn reap(
     kill: Arc<Notify>,
     tx: watch::Sender<Option<ExitInfo>>,
     id: String,
-    mounts: Option<PathBuf>,
+    belongings: Belongings,
 ) {
+    let Belongings { mounts, network } = belongings;
     // Pids seen in the cgroup when killing, to wait for their exit.
     let mut seen = Vec::new();
     let status = tokio::select! {
@@ -1254,6 +1450,8 @@ async fn reap(
         let id2 = id.clone();
         let mounts = mounts.clone();
         let res = tokio::task::spawn_blocking(move || {
+            // The sandbox's network goes with it.
+            drop(network);
             let oom = cg.oom_killed();
             let alive = cg.kill_all(seen);
             if let Some(d) = &mounts {
@@ -1281,9 +1479,13 @@ async fn reap(
         unsafe {
             libc::kill(-pgid, libc::SIGKILL);
         }
-        if let Some(d) = mounts {
-            let _ = tokio::task::spawn_blocking(move || pool::remove_launch_dir(&d)).await;
-        }
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(network);
+            if let Some(d) = mounts {
+                pool::remove_launch_dir(&d);
+            }
+        })
+        .await;
     }
     let info = ExitInfo { code, oom_killed };
     tracing::debug!(instance = %id, code, oom_killed, "process instance ended");

@@ -91,6 +91,9 @@ pub(crate) struct Launcher {
     key: u64,
     /// The name of its cgroup and directory.
     name: OsString,
+    /// Prebuilt sandboxes with a private network: its pasta, already
+    /// attached (None once handed over).
+    network: Option<crate::net::Pasta>,
 }
 
 impl Drop for Launcher {
@@ -114,20 +117,26 @@ impl Launcher {
         self.cgroup.as_mut()
     }
 
-    /// The process, the cgroup and the mount directory, now the
-    /// instance's.
+    /// The process, the cgroup, the mount directory and the network, now
+    /// the instance's.
     pub(crate) fn into_parts(
         mut self,
     ) -> (
         tokio::process::Child,
         Option<InstanceCgroup>,
         Option<PathBuf>,
+        Option<crate::net::Pasta>,
     ) {
         let child = self
             .child
             .take()
             .expect("a launcher has its process until handed over");
-        (child, self.cgroup.take(), self.dir.take())
+        (
+            child,
+            self.cgroup.take(),
+            self.dir.take(),
+            self.network.take(),
+        )
     }
 
     /// Whether this is a prebuilt sandbox (give it [`Launcher::run`]).
@@ -219,6 +228,8 @@ pub(crate) struct LauncherConfig {
     pub(crate) env: Vec<(String, String)>,
     /// Prebuilt sandboxes (else bash waits outside and execs bwrap).
     pub(crate) prebuilt: Option<Prebuilt>,
+    /// Prebuilt sandboxes get a private network from this pasta.
+    pub(crate) pasta: Option<PathBuf>,
 }
 
 /// How prebuilt sandboxes are made.
@@ -520,10 +531,17 @@ fn make_launcher_inner(inner: &Inner, key: u64) -> io::Result<Launcher> {
             None => None,
         };
         let seccomp_fd = seccomp.as_ref().map(|f| f.as_raw_fd());
+        let handshake = match (&c.prebuilt, &c.pasta) {
+            (Some(_), Some(_)) => Some(crate::net::Handshake::new()?),
+            _ => None,
+        };
         let mut cmd = match (&c.prebuilt, &dir) {
             (Some(p), Some(d)) => {
                 let mut cmd = tokio::process::Command::new(&p.bwrap);
                 cmd.args(&p.base_args);
+                if let Some(h) = &handshake {
+                    cmd.args(h.bwrap_args());
+                }
                 if let Some(fd) = seccomp_fd {
                     cmd.arg("--seccomp").arg(fd.to_string());
                 }
@@ -577,17 +595,38 @@ fn make_launcher_inner(inner: &Inner, key: u64) -> io::Result<Launcher> {
             // --die-with-parent after.
             no_new_privs: false,
             pdeathsig: true,
-            keep_fds: std::iter::once(rd.as_raw_fd()).chain(seccomp_fd).collect(),
+            keep_fds: std::iter::once(rd.as_raw_fd())
+                .chain(seccomp_fd)
+                .chain(handshake.iter().flat_map(|h| h.child_fds()))
+                .collect(),
         };
         // SAFETY: ChildSetup::apply only makes async-signal-safe system calls
         // on memory prepared before the fork.
         unsafe {
             cmd.pre_exec(move || setup.apply());
         }
-        let child = cmd.spawn()?;
+        let mut child = cmd.spawn()?;
         // The child has its copies of the read end and the seccomp pipe.
         drop(rd);
         drop(seccomp);
+        // Its network, before anyone can take it (this thread lives as long
+        // as the server: pasta's pdeathsig is exact).
+        let network = match (handshake, &c.pasta) {
+            (Some(h), Some(pasta)) => {
+                let (info, block) = h.parent_ends();
+                let attached = crate::net::read_child_pid(info, crate::net::READY_TIMEOUT)
+                    .and_then(|pid| crate::net::attach(pasta, pid))
+                    .and_then(|p| crate::net::release(block).map(|()| p));
+                match attached {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        let _ = child.start_kill();
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
         Ok(Launcher {
             child: Some(child),
             args: Some(wr),
@@ -596,6 +635,7 @@ fn make_launcher_inner(inner: &Inner, key: u64) -> io::Result<Launcher> {
             dir: None,
             key,
             name: OsString::from(&name),
+            network,
         })
     })();
     match res {

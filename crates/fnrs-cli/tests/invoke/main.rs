@@ -9,6 +9,7 @@
 
 mod common;
 
+mod attack_net;
 mod auth;
 mod docker;
 mod drivers;

@@ -8,10 +8,13 @@ PORT=${FN_PORT:-8080}
 profile=${PROFILE:-debug}
 flag=; [ "$profile" = release ] && flag=--release
 
-if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "==> installing bubblewrap (the process sandbox)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 ||
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }
+pkgs=()
+command -v bwrap >/dev/null || pkgs+=(bubblewrap)   # the process sandbox
+command -v pasta >/dev/null || pkgs+=(passt)        # the sandbox's private network
+if [ ${#pkgs[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "==> installing ${pkgs[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; }
 fi
 
 echo "==> building fnrs and the example function ($profile)"

@@ -102,7 +102,7 @@ impl Srv {
         std::fs::set_permissions(iofs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut opts = ServerOptions::default()
             .env("FN_IOFS_PATH", &iofs.path().display().to_string())
-            .env("FN_LOG_LEVEL", "debug");
+            .env("FN_LOG_LEVEL", "debug,sqlx=warn,bollard=info");
         // Test functions run the FDK from the shared venv: let the sandbox see it.
         if let Ok(venv) = std::env::var("FNRS_TEST_PY_VENV") {
             opts = opts.env("FN_PROCESS_RO_PATHS", &venv);

@@ -171,7 +171,9 @@ async fn crash_is_502_then_a_fresh_instance(kind: Kind) {
     let b = s.invoke(&f, r#"{"name":"Again"}"#).await;
     assert_eq!(
         (b.status, b.json()["message"].as_str()),
-        (200, Some("Hello Again"))
+        (200, Some("Hello Again")),
+        "{kind:?}: {b:?}; /health: {}",
+        s.health().await
     );
 }
 

@@ -848,6 +848,16 @@ impl ProcessDriver {
     }
 }
 
+/// Mark every descriptor above 2 that this process inherited (or opened)
+/// without close-on-exec as close-on-exec, so that no child gets it (the
+/// driver does the same in every child; this also covers children spawned
+/// by anything else). Call once at start.
+pub fn close_inherited_fds_on_exec() {
+    // SAFETY: only descriptor flags change; nothing in the server relies on
+    // inheriting a descriptor through exec.
+    unsafe { spawn::cloexec_from(3) }
+}
+
 /// Kill everything in every instance cgroup under `parent` (a parent as in
 /// [`ProcessDriverConfig::cgroup_parent`], e.g. another, dead server's), remove
 /// those cgroups and then the parent itself. Creates nothing; a missing

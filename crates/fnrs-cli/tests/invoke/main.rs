@@ -9,6 +9,7 @@
 
 mod common;
 
+mod attack_sandbox;
 mod auth;
 mod docker;
 mod drivers;

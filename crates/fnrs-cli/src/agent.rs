@@ -89,6 +89,9 @@ pub struct AgentArgs {
     /// Group id functions run as.
     #[arg(long, env = fnrs_driver_process::ENV_GID, default_value_t = 65534)]
     pub process_gid: u32,
+    /// Sandboxes kept ready for cold starts (0 = none).
+    #[arg(long, env = fnrs_driver_process::ENV_POOL_SIZE, default_value_t = 4)]
+    pub process_pool_size: usize,
 }
 
 impl AgentArgs {
@@ -128,6 +131,7 @@ impl AgentArgs {
             tmp_size_mb: self.process_tmp_size_mb,
             uid: self.process_uid,
             gid: self.process_gid,
+            pool_size: self.process_pool_size,
             cgroup_parent,
             ..ProcessDriverConfig::default()
         }

@@ -976,6 +976,8 @@ impl Driver for ProcessDriver {
         if let Some(launcher) = self
             .pool
             .as_ref()
+            // A prebuilt sandbox cannot exec an argv[0] with a `=`.
+            .filter(|p| p.root().is_none() || pool::exec_through_env(&argv))
             .and_then(|p| p.take(p.key(spec.memory_mb)))
         {
             match self.start_pooled(launcher, &spec, &dir, &argv) {

@@ -48,10 +48,19 @@ const SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd
 /// What a prebuilt sandbox runs (inside it, as the sandbox uid, seccomp
 /// on): read `N, N × KEY=VALUE, argv…` from fd `$1`, enter /function (the
 /// function directory is mounted there after the sandbox was built) and
-/// exec argv with exactly those variables: through bash's own exports when
-/// every name is a shell identifier, else (Fn's `FN_HEADER_X-Custom-Header`)
-/// through `env -i`, one exec more.
-const SANDBOX_SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd}<&-; n=${A[0]}; [[ $n =~ ^[0-9]+$ ]] && [ "${#A[@]}" -gt $((n+1)) ] || exit 125; cd /function || exit 125; for kv in "${A[@]:1:n}"; do [[ ${kv%%=*} =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || exec /usr/bin/env -i "${A[@]:1:n}" "${A[@]:n+1}"; done; for v in $(compgen -e); do unset "$v"; done; for kv in "${A[@]:1:n}"; do export "$kv"; done; exec "${A[@]:n+1}""#;
+/// exec argv with exactly those variables (and `PWD`, as bwrap's `--chdir`
+/// sets it) through `env -i`. bash only splits the words: the variables
+/// never become bash's own (no `export`, which would evaluate `n=a[$(cmd)]`
+/// in `$((n+1))`, refuse `UID` and fake `RANDOM`), and nothing of them is
+/// evaluated. GNU env reads options up to `--`, then every word holding a
+/// `=` as a variable: argv[0] must hold none ([`exec_through_env`]).
+const SANDBOX_SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd}<&-; n=${A[0]}; [[ $n =~ ^[0-9]+$ ]] && [ "${#A[@]}" -gt $((n+1)) ] || exit 125; cd /function || exit 125; exec /usr/bin/env -i -- PWD=/function "${A[@]:1:n}" "${A[@]:n+1}""#;
+
+/// Whether [`SANDBOX_SCRIPT`] can run `argv`: `env` would take an argv[0]
+/// with a `=` for one more variable.
+pub(crate) fn exec_through_env(argv: &[String]) -> bool {
+    argv.first().is_some_and(|a| !a.contains('='))
+}
 
 /// The size pooled before any start: Fn's default memory (MB).
 const DEFAULT_KEY: u64 = 128;

@@ -87,3 +87,127 @@ async fn inherited_descriptors_do_not_reach_the_sandbox() {
         );
     }
 }
+
+/// Config a function's owner (or a caller, through Fn's `FN_HEADER_*`)
+/// controls, aimed at a shell that would evaluate it: names bash itself
+/// uses, and values that expand, chain or look like options. `names`: also
+/// names that are no shell identifiers (a launcher may take another way
+/// then).
+fn hostile_env(names: bool) -> Vec<(String, String)> {
+    let pairs: &[(&str, &str)] = &[
+        ("n", "a[$(echo PWNED-n >&2)]"),
+        ("A", "$(echo PWNED-A >&2)"),
+        ("fd", "0"),
+        ("kv", "x=y"),
+        ("v", "`echo PWNED-v >&2`"),
+        ("PS4", "$(echo PWNED-ps4 >&2)"),
+        ("BASH_ENV", "/proc/self/fd/0"),
+        ("ENV", "/proc/self/fd/0"),
+        ("IFS", "/="),
+        ("SHELLOPTS", "xtrace"),
+        ("BASHOPTS", "extdebug"),
+        ("RANDOM", "7"),
+        ("SECONDS", "99"),
+        ("UID", "12345"),
+        ("EXECIGNORE", "*"),
+        ("PATH", "/usr/bin:/bin"),
+        ("semi", "a; echo PWNED-semi >&2"),
+        ("lines", "one\ntwo\n$(echo PWNED-lines >&2)\n"),
+        ("dash", "-i"),
+        ("dashes", "--"),
+        ("empty", ""),
+        ("eq", "=a=b="),
+    ];
+    let odd: &[(&str, &str)] = &[
+        ("-i", "leading dash key"),
+        ("--", "x"),
+        ("FN_HEADER_X-Custom-Header", "-u PATH"),
+        ("sp ace", " x  y "),
+    ];
+    let odd = if names { odd } else { &[] };
+    pairs
+        .iter()
+        .chain(odd)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A function (python, no shell) in a file named `file`, run with the
+/// arguments `x=1 -i --`, that prints them and its environment as JSON.
+fn env_printer(file: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let f = script_fn("");
+    std::fs::remove_file(f.path().join("run.sh")).unwrap();
+    let run = f.path().join(file);
+    std::fs::write(
+        &run,
+        "#!/usr/bin/python3\nimport json, os, sys\n\
+         print(json.dumps({'argv': sys.argv[1:], 'env': dict(os.environ)}))\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        f.path().join("func.yaml"),
+        format!(
+            "schema_version: 20180708\nname: t\nversion: 0.0.1\nentrypoint: ./{file} x=1 -i --\n"
+        ),
+    )
+    .unwrap();
+    f
+}
+
+#[tokio::test]
+async fn config_reaches_the_function_unevaluated() {
+    let plain = env_printer("run.py");
+    // env(1) would take this argv[0] for a variable.
+    let odd = env_printer("a=b.py");
+    for (name, pool_size, uid) in [
+        ("env_direct", 0, 65534),
+        ("env_prebuilt", 1, 65534),
+        ("env_launcher", 1, 0),
+    ] {
+        let (_g, driver) = driver(ProcessDriverConfig {
+            pool_size,
+            uid,
+            gid: uid,
+            ..config(name)
+        });
+        driver.cleanup_leftovers().await.unwrap();
+        // Each set pooled (when there is a pool), then maybe directly (the
+        // pool emptied by the first).
+        for (round, names, f) in [
+            (0, false, &plain),
+            (1, false, &plain),
+            (2, true, &plain),
+            (3, true, &plain),
+            (4, true, &odd),
+        ] {
+            if pool_size > 0 && round % 2 == 0 {
+                pool_holds(&driver, 1).await;
+            }
+            let mut s = spec(f.path(), 128);
+            s.env = hostile_env(names);
+            let mut inst = driver.start(s).await.expect("start");
+            let (out, err, exit) = run_to_end(&mut inst).await;
+            assert_eq!(exit.code, 0, "{name} (round {round}): {out} {err}");
+            assert!(!err.contains("PWNED"), "{name}: {err}");
+            let got: serde_json::Value =
+                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{name}: {e}: {out} {err}"));
+            assert_eq!(
+                got["argv"],
+                serde_json::json!(["x=1", "-i", "--"]),
+                "{name}"
+            );
+            let got: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(got["env"].clone()).unwrap();
+            let mut want: std::collections::BTreeMap<String, String> =
+                // bwrap's --chdir sets PWD: the same on every path.
+                [("HOME", "/tmp"), ("LANG", "C.UTF-8"), ("PWD", "/function")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+            want.extend(hostile_env(names));
+            assert_eq!(got, want, "{name} (round {round})");
+        }
+    }
+}

@@ -782,26 +782,24 @@ impl ProcessDriver {
 impl ProcessDriver {
     /// Start an instance with a waiting launcher: its cgroup becomes the
     /// instance's (renamed to the id, memory limit set), then it gets
-    /// bwrap's command line. On error the launcher is discarded and nothing
-    /// is left of it.
+    /// bwrap's command line. On error the launcher comes back, unusable:
+    /// [`pool::discard_now`] it (its cgroup may have the instance's name).
     fn start_pooled(
         &self,
         mut l: pool::Launcher,
         spec: &InstanceSpec,
         dir: &Path,
         argv: &[String],
-    ) -> Result<Box<dyn Instance>, String> {
+    ) -> Result<Box<dyn Instance>, (String, Box<pool::Launcher>)> {
         let Some(bwrap) = &self.bwrap else {
-            pool::discard(l);
-            return Err("no bwrap".into());
+            return Err(("no bwrap".into(), Box::new(l)));
         };
         if let Some(cg) = l.cgroup_mut()
             && let Err(e) = cg
                 .rename(&spec.id)
                 .and_then(|()| cg.set_memory(spec.memory_mb))
         {
-            pool::discard(l);
-            return Err(format!("cgroup: {e}"));
+            return Err((format!("cgroup: {e}"), Box::new(l)));
         }
         // The instance's env on top of the base (later wins); what
         // setenv(3) refuses is left out.
@@ -830,8 +828,7 @@ impl ProcessDriver {
             l.launch(&args)
         };
         if let Err(e) = launched {
-            pool::discard(l);
-            return Err(format!("launcher: {e}"));
+            return Err((format!("launcher: {e}"), Box::new(l)));
         }
         let (mut child, cgroup, mounts) = l.into_parts();
         if !spec.stdin {
@@ -982,8 +979,12 @@ impl Driver for ProcessDriver {
         {
             match self.start_pooled(launcher, &spec, &dir, &argv) {
                 Ok(inst) => return Ok(inst),
-                Err(e) => {
+                Err((e, l)) => {
                     tracing::warn!(instance = %spec.id, error = %e, "pooled launcher failed, starting directly");
+                    // Its cgroup may have the instance's name already: gone
+                    // before the direct start makes that one (killing and
+                    // removing can wait a little: off the async workers).
+                    let _ = tokio::task::spawn_blocking(move || pool::discard_now(*l)).await;
                 }
             }
         }

@@ -202,7 +202,7 @@ impl Launcher {
 }
 
 /// Kill a launcher and remove its cgroup, on this thread.
-fn discard_now(l: Launcher) {
+pub(crate) fn discard_now(l: Launcher) {
     drop(l);
 }
 

@@ -211,3 +211,39 @@ async fn config_reaches_the_function_unevaluated() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_failed_pooled_start_falls_back_to_a_direct_one() {
+    let name = "pool_fallback";
+    let (_g, driver) = driver(ProcessDriverConfig {
+        pool_size: 1,
+        ..config(name)
+    });
+    driver.cleanup_leftovers().await.unwrap();
+    pool_holds(&driver, 1).await;
+    // The waiting sandbox's mount point for the fn directory is gone (say,
+    // a cleaner of /run got to it): mounting the fn there fails once its
+    // cgroup is already the instance's.
+    let root = Path::new("/run/fnrs-pool").join(format!("fnrs-test-pd-{name}"));
+    let mut broken = 0;
+    for e in std::fs::read_dir(&root).unwrap().flatten() {
+        std::fs::remove_dir(e.path().join("function")).unwrap();
+        broken += 1;
+    }
+    assert_eq!(broken, 1);
+    let f = script_fn("echo started");
+    let s = spec(f.path(), 128);
+    let id = s.id.clone();
+    let mut inst = driver
+        .start(s)
+        .await
+        .expect("a direct start after the pooled one failed");
+    assert_eq!(inst.id(), id);
+    let (out, err, exit) = run_to_end(&mut inst).await;
+    assert_eq!((out.as_str(), exit.code), ("started\n", 0), "{err}");
+    let left: Vec<_> = cgroups_left(&driver)
+        .into_iter()
+        .filter(|p| p.ends_with(&id))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -212,3 +212,49 @@ async fn config_reaches_functions_unevaluated() {
             .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_answer_goes_to_nobody() {
+    // A hot `http` function that answers its first call twice; every later
+    // call of the same instance gets "fresh".
+    let d = FnDir::new(
+        "./run.py",
+        "http",
+        &[(
+            "run.py",
+            r#"#!/usr/bin/python3
+import sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+def read_request():
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        c = inp.read(1)
+        if not c:
+            sys.exit(0)
+        head += c
+    for l in head.split(b"\r\n"):
+        if l.lower().startswith(b"content-length:"):
+            inp.read(int(l.split(b":")[1]))
+def answer(body):
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+read_request()
+out.write(answer(b"first") + answer(b"secret of the first caller"))
+out.flush()
+while True:
+    read_request()
+    out.write(answer(b"fresh"))
+    out.flush()
+"#,
+        )],
+    );
+    let s = Srv::start().await;
+    let f = s.func("twice", &d.image(), json!({"format": "http"})).await;
+    for _ in 0..2 {
+        let a = s.invoke(&f, "{}").await;
+        assert_eq!((a.status, a.body.as_str()), (200, "first"), "{a:?}");
+    }
+    assert_eq!(s.until_instances(0).await, 0, "each instance ended");
+    pool_ready(&s, 4).await;
+    let id = s.server_id().await;
+    s.stop_and_check_clean(&id, &[d.dir.path()]).await;
+}

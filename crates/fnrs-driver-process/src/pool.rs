@@ -62,7 +62,8 @@ pub(crate) fn exec_through_env(argv: &[String]) -> bool {
     argv.first().is_some_and(|a| !a.contains('='))
 }
 
-/// The size pooled before any start: Fn's default memory (MB).
+/// The size pooled before any start: Fn's default memory (MB), unless
+/// /tmp has one size for all.
 const DEFAULT_KEY: u64 = 128;
 
 /// How many /tmp sizes are pooled at most.
@@ -264,6 +265,11 @@ impl Pool {
     /// A pool of `target` launchers (> 0). Nothing starts until
     /// [`Pool::start_filling`].
     pub(crate) fn new(config: LauncherConfig, target: usize) -> Self {
+        // With one /tmp size for all, every start takes key 0.
+        let first = match &config.prebuilt {
+            Some(p) if p.tmp_size_mb > 0 => 0,
+            _ => DEFAULT_KEY,
+        };
         Pool {
             inner: Arc::new(Inner {
                 config,
@@ -273,7 +279,7 @@ impl Pool {
                 started: AtomicBool::new(false),
                 shutdown: AtomicBool::new(false),
                 making: Mutex::new(()),
-                keys: Mutex::new(vec![DEFAULT_KEY]),
+                keys: Mutex::new(vec![first]),
                 seq: AtomicU64::new(0),
             }),
         }

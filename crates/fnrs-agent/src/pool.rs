@@ -53,6 +53,16 @@ impl HotInstance {
     pub(crate) fn has_exited(&self) -> bool {
         self.inst.wait().now_or_never().is_some()
     }
+
+    /// Whether it cannot take a call: exited, or a stdin/stdout instance
+    /// that wrote between calls (its next answer could be an old one).
+    fn unusable(&mut self) -> bool {
+        self.has_exited()
+            || match &mut self.conn {
+                Conn::Stdio(c) => c.has_stray_output(),
+                Conn::HttpStream(_) => false,
+            }
+    }
 }
 
 /// The instances of one fn version.
@@ -102,11 +112,11 @@ impl Pool {
     }
 
     /// Take the most recently idle live instance. Dead ones found on the way
-    /// are returned for teardown.
+    /// (and ones that wrote between calls) are returned for teardown.
     pub(crate) fn take_idle(&self, dead: &mut Vec<HotInstance>) -> Option<HotInstance> {
         let mut idle = self.idle.lock();
-        while let Some(inst) = idle.pop() {
-            if inst.has_exited() {
+        while let Some(mut inst) = idle.pop() {
+            if inst.unusable() {
                 dead.push(inst);
             } else {
                 return Some(inst);

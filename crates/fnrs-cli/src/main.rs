@@ -130,6 +130,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(args);
     let result = match cli.cmd {
         Cmd::Serve(args) => {
+            // A descriptor of the shell that started the server must not
+            // reach what it spawns (defence in depth: every sandbox's child
+            // setup does it too).
+            fnrs_driver_process::close_inherited_fds_on_exec();
             serve::init_logging(&args);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

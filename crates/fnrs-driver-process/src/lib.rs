@@ -869,26 +869,24 @@ impl ProcessDriver {
 impl ProcessDriver {
     /// Start an instance with a waiting launcher: its cgroup becomes the
     /// instance's (renamed to the id, memory limit set), then it gets
-    /// bwrap's command line. On error the launcher is discarded and nothing
-    /// is left of it.
+    /// bwrap's command line. On error the launcher comes back, unusable:
+    /// [`pool::discard_now`] it (its cgroup may have the instance's name).
     fn start_pooled(
         &self,
         mut l: pool::Launcher,
         spec: &InstanceSpec,
         dir: &Path,
         argv: &[String],
-    ) -> Result<Box<dyn Instance>, String> {
+    ) -> Result<Box<dyn Instance>, (String, Box<pool::Launcher>)> {
         let Some(bwrap) = &self.bwrap else {
-            pool::discard(l);
-            return Err("no bwrap".into());
+            return Err(("no bwrap".into(), Box::new(l)));
         };
         if let Some(cg) = l.cgroup_mut()
             && let Err(e) = cg
                 .rename(&spec.id)
                 .and_then(|()| cg.set_memory(spec.memory_mb))
         {
-            pool::discard(l);
-            return Err(format!("cgroup: {e}"));
+            return Err((format!("cgroup: {e}"), Box::new(l)));
         }
         // The instance's env on top of the base (later wins); what
         // setenv(3) refuses is left out.
@@ -917,8 +915,7 @@ impl ProcessDriver {
             l.launch(&args)
         };
         if let Err(e) = launched {
-            pool::discard(l);
-            return Err(format!("launcher: {e}"));
+            return Err((format!("launcher: {e}"), Box::new(l)));
         }
         let (mut child, cgroup, mounts, network) = l.into_parts();
         if !spec.stdin {
@@ -933,6 +930,16 @@ impl ProcessDriver {
             Belongings { mounts, network },
         ))
     }
+}
+
+/// Mark every descriptor above 2 that this process inherited (or opened)
+/// without close-on-exec as close-on-exec, so that no child gets it (the
+/// driver does the same in every child; this also covers children spawned
+/// by anything else). Call once at start.
+pub fn close_inherited_fds_on_exec() {
+    // SAFETY: only descriptor flags change; nothing in the server relies on
+    // inheriting a descriptor through exec.
+    unsafe { spawn::cloexec_from(3) }
 }
 
 /// Kill everything in every instance cgroup under `parent` (a parent as in
@@ -1118,12 +1125,18 @@ impl Driver for ProcessDriver {
         if let Some(launcher) = self
             .pool
             .as_ref()
+            // A prebuilt sandbox cannot exec an argv[0] with a `=`.
+            .filter(|p| p.root().is_none() || pool::exec_through_env(&argv))
             .and_then(|p| p.take(p.key(spec.memory_mb)))
         {
             match self.start_pooled(launcher, &spec, &dir, &argv) {
                 Ok(inst) => return Ok(inst),
-                Err(e) => {
+                Err((e, l)) => {
                     tracing::warn!(instance = %spec.id, error = %e, "pooled launcher failed, starting directly");
+                    // Its cgroup may have the instance's name already: gone
+                    // before the direct start makes that one (killing and
+                    // removing can wait a little: off the async workers).
+                    let _ = tokio::task::spawn_blocking(move || pool::discard_now(*l)).await;
                 }
             }
         }

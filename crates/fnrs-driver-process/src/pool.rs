@@ -48,12 +48,22 @@ const SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd
 /// What a prebuilt sandbox runs (inside it, as the sandbox uid, seccomp
 /// on): read `N, N × KEY=VALUE, argv…` from fd `$1`, enter /function (the
 /// function directory is mounted there after the sandbox was built) and
-/// exec argv with exactly those variables: through bash's own exports when
-/// every name is a shell identifier, else (Fn's `FN_HEADER_X-Custom-Header`)
-/// through `env -i`, one exec more.
-const SANDBOX_SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd}<&-; n=${A[0]}; [[ $n =~ ^[0-9]+$ ]] && [ "${#A[@]}" -gt $((n+1)) ] || exit 125; cd /function || exit 125; for kv in "${A[@]:1:n}"; do [[ ${kv%%=*} =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || exec /usr/bin/env -i "${A[@]:1:n}" "${A[@]:n+1}"; done; for v in $(compgen -e); do unset "$v"; done; for kv in "${A[@]:1:n}"; do export "$kv"; done; exec "${A[@]:n+1}""#;
+/// exec argv with exactly those variables (and `PWD`, as bwrap's `--chdir`
+/// sets it) through `env -i`. bash only splits the words: the variables
+/// never become bash's own (no `export`, which would evaluate `n=a[$(cmd)]`
+/// in `$((n+1))`, refuse `UID` and fake `RANDOM`), and nothing of them is
+/// evaluated. GNU env reads options up to `--`, then every word holding a
+/// `=` as a variable: argv[0] must hold none ([`exec_through_env`]).
+const SANDBOX_SCRIPT: &str = r#"fd=$1; mapfile -d '' -t -u "$fd" A || exit 125; exec {fd}<&-; n=${A[0]}; [[ $n =~ ^[0-9]+$ ]] && [ "${#A[@]}" -gt $((n+1)) ] || exit 125; cd /function || exit 125; exec /usr/bin/env -i -- PWD=/function "${A[@]:1:n}" "${A[@]:n+1}""#;
 
-/// The size pooled before any start: Fn's default memory (MB).
+/// Whether [`SANDBOX_SCRIPT`] can run `argv`: `env` would take an argv[0]
+/// with a `=` for one more variable.
+pub(crate) fn exec_through_env(argv: &[String]) -> bool {
+    argv.first().is_some_and(|a| !a.contains('='))
+}
+
+/// The size pooled before any start: Fn's default memory (MB), unless
+/// /tmp has one size for all.
 const DEFAULT_KEY: u64 = 128;
 
 /// How many /tmp sizes are pooled at most.
@@ -202,7 +212,7 @@ impl Launcher {
 }
 
 /// Kill a launcher and remove its cgroup, on this thread.
-fn discard_now(l: Launcher) {
+pub(crate) fn discard_now(l: Launcher) {
     drop(l);
 }
 
@@ -266,6 +276,11 @@ impl Pool {
     /// A pool of `target` launchers (> 0). Nothing starts until
     /// [`Pool::start_filling`].
     pub(crate) fn new(config: LauncherConfig, target: usize) -> Self {
+        // With one /tmp size for all, every start takes key 0.
+        let first = match &config.prebuilt {
+            Some(p) if p.tmp_size_mb > 0 => 0,
+            _ => DEFAULT_KEY,
+        };
         Pool {
             inner: Arc::new(Inner {
                 config,
@@ -275,7 +290,7 @@ impl Pool {
                 started: AtomicBool::new(false),
                 shutdown: AtomicBool::new(false),
                 making: Mutex::new(()),
-                keys: Mutex::new(vec![DEFAULT_KEY]),
+                keys: Mutex::new(vec![first]),
                 seq: AtomicU64::new(0),
             }),
         }

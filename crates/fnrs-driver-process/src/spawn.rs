@@ -58,6 +58,11 @@ impl ChildSetup {
         // SAFETY: only raw system calls on memory owned by `self` (built
         // before the fork) or on the stack.
         unsafe {
+            // Only stdio and `keep_fds` go through exec: whatever else the
+            // server holds without close-on-exec (e.g. a descriptor of the
+            // shell that started it) must not reach a function. First, while
+            // RLIMIT_NOFILE is still the server's.
+            cloexec_from(3);
             if !self.cgroup_procs.is_empty() {
                 let mut buf = [0u8; 24];
                 let n = format_pid(libc::getpid(), &mut buf);
@@ -103,6 +108,61 @@ impl ChildSetup {
             }
         }
         Ok(())
+    }
+}
+
+/// The most descriptors [`cloexec_from`] walks one by one (kernels without
+/// `close_range`, a limit of "unlimited").
+const CLOEXEC_WALK_MAX: libc::rlim_t = 1 << 20;
+
+/// Mark every descriptor >= `low` close-on-exec: `close_range(2)` with
+/// `CLOSE_RANGE_CLOEXEC` (Linux >= 5.11), else `fcntl` on each number below
+/// the `RLIMIT_NOFILE` soft limit. Async-signal-safe, no allocation.
+///
+/// # Safety
+/// Raw system calls only; call between fork and exec (or where no other
+/// thread relies on descriptors staying inheritable).
+pub(crate) unsafe fn cloexec_from(low: libc::c_uint) {
+    // SAFETY: system calls on plain integers and a local struct.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            low,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        cloexec_walk(low);
+    }
+}
+
+/// [`cloexec_from`] without `close_range`: `fcntl` on each number from `low`
+/// below the `RLIMIT_NOFILE` soft limit (at most [`CLOEXEC_WALK_MAX`]).
+///
+/// # Safety
+/// As [`cloexec_from`].
+unsafe fn cloexec_walk(low: libc::c_uint) {
+    // SAFETY: system calls on plain integers and a local struct.
+    unsafe {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            rl.rlim_cur.min(CLOEXEC_WALK_MAX)
+        } else {
+            CLOEXEC_WALK_MAX
+        };
+        let mut fd = low as libc::rlim_t;
+        while fd < max {
+            let flags = libc::fcntl(fd as libc::c_int, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd as libc::c_int, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+            fd += 1;
+        }
     }
 }
 
@@ -205,6 +265,36 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inheritable_fd() -> std::fs::File {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: fcntl on a descriptor this test owns.
+        unsafe {
+            assert_eq!(libc::fcntl(f.as_raw_fd(), libc::F_SETFD, 0), 0);
+        }
+        f
+    }
+
+    fn cloexec(f: &std::fs::File) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor this test owns.
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    #[test]
+    fn marks_descriptors_close_on_exec() {
+        // Both ways: close_range and the walk of older kernels.
+        let f = inheritable_fd();
+        assert!(!cloexec(&f));
+        // SAFETY: only flags of this test process's descriptors change.
+        unsafe { cloexec_walk(3) };
+        assert!(cloexec(&f));
+        let f = inheritable_fd();
+        // SAFETY: as above.
+        unsafe { cloexec_from(3) };
+        assert!(cloexec(&f));
+    }
 
     #[test]
     fn formats_pids() {

@@ -294,3 +294,37 @@ async fn a_crashed_servers_pool_dies_and_is_cleaned() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_fixed_tmp_size_uses_the_sandboxes_pooled_from_the_start() {
+    // One /tmp size for every fn: the sandboxes pooled before any start
+    // serve the first one, whatever its memory.
+    let (_g, driver) = driver(ProcessDriverConfig {
+        pool_size: 1,
+        tmp_size_mb: 16,
+        ..config("fixed_tmp_size")
+    });
+    driver.cleanup_leftovers().await.unwrap();
+    pool_full(&driver, 1).await;
+    let waiting: Vec<i32> = pool_cgroups(&driver)
+        .iter()
+        .flat_map(|c| procs(c))
+        .collect();
+    assert!(!waiting.is_empty());
+    let f = script_fn("echo ready; exec sleep 100");
+    let s = spec(f.path(), 64);
+    let id = s.id.clone();
+    let mut inst = driver.start(s).await.expect("start");
+    let mut io = inst.take_io().unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(&mut io.stdout)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let pids = procs(&driver.cgroup_parents()[0].join(&id));
+    assert!(
+        pids.iter().any(|p| waiting.contains(p)),
+        "instance pids {pids:?}, pool pids {waiting:?}"
+    );
+    inst.destroy().await;
+}

@@ -32,6 +32,29 @@ struct Reader {
 }
 
 impl Reader {
+    /// Between calls: whether the function wrote anything but whitespace
+    /// (or closed stdout) since its last answer. One poll per read, never a
+    /// wait; whitespace is dropped.
+    fn stray(&mut self) -> bool {
+        use std::future::Future;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        // Bounded: a function writing whitespace without end is not waited
+        // for.
+        for _ in 0..4 {
+            if json::has_excess(&self.buf) {
+                return true;
+            }
+            self.buf.clear();
+            let fill = std::pin::pin!(self.fill());
+            match fill.poll(&mut cx) {
+                std::task::Poll::Pending => return false,
+                std::task::Poll::Ready(Ok(0) | Err(_)) => return true,
+                std::task::Poll::Ready(Ok(_)) => {}
+            }
+        }
+        json::has_excess(&self.buf)
+    }
+
     /// Read more into `buf`; `Ok(0)` at EOF.
     async fn fill(&mut self) -> std::io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < 4096 {
@@ -104,6 +127,18 @@ impl StdioConn {
         }
     }
 
+    /// Whether the instance wrote to stdout (anything but whitespace) or
+    /// closed it since its last answer ended, or that exchange did not end
+    /// cleanly: it is out of step, and its next answer could be an earlier
+    /// one. Reads what is there without waiting. Check before reusing an
+    /// idle instance; [`StdioConn::call`] checks it too.
+    pub fn has_stray_output(&mut self) -> bool {
+        match &mut *self.reader.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(r) => r.stray(),
+            None => true,
+        }
+    }
+
     /// The format this connection speaks.
     pub fn format(&self) -> Format {
         self.format
@@ -123,6 +158,13 @@ impl StdioConn {
                 "the previous exchange did not end cleanly",
             ));
         };
+        // Output from before this request (a second answer to the last
+        // call) must not become this call's answer.
+        if reader.stray() {
+            return Err(ProtocolError::receive(
+                "the function wrote to stdout between calls",
+            ));
+        }
         let own_event = is_cloudevent_request(&req.headers);
         let res = match self.format {
             Format::Http => return self.call_http(req, reader, deadline).await,
@@ -360,13 +402,21 @@ impl StdioConn {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         }
         if exact == Some(0) {
-            self.put_back(reader);
+            // More after the answer: the caller keeps this one, the
+            // instance ends.
+            let instance_ok = !json::has_excess(&reader.buf);
+            if instance_ok {
+                self.put_back(reader);
+            }
             let mut resp = Response::new(full_body(Bytes::new()));
             *resp.status_mut() = status;
             *resp.headers_mut() = headers;
             return Ok(CallHandle {
                 response: resp,
-                done: done_now(Outcome::ok()),
+                done: done_now(Outcome {
+                    instance_ok,
+                    error: None,
+                }),
             });
         }
         let (tx, rx) = mpsc::channel(1);
@@ -673,9 +723,17 @@ async fn pump_http_body(
         .unwrap_or_else(|_| Err(ProtocolError::timeout()));
     match result {
         Ok(()) => {
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(reader);
+            // More after the answer (a second response): the caller keeps
+            // this one, the instance ends.
+            let instance_ok = !json::has_excess(&reader.buf);
+            if instance_ok {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(reader);
+            }
             drop(tx);
-            let _ = done.send(Outcome::ok());
+            let _ = done.send(Outcome {
+                instance_ok,
+                error: None,
+            });
         }
         Err(e) => {
             let _ = err_tx.send(e.error.message.to_string().into());

@@ -94,6 +94,12 @@ impl Srv {
     }
 
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_bin_with(Path::new(BIN), env).await
+    }
+
+    /// [`Srv::start_with`] through another program (e.g. a wrapper that
+    /// execs [`BIN`]).
+    pub async fn start_bin_with(bin: &Path, env: &[(&str, &str)]) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let iofs = tempfile::Builder::new()
             .prefix("fnrs-iofs-")
@@ -110,7 +116,7 @@ impl Srv {
         for (k, v) in env {
             opts = opts.env(k, v);
         }
-        let server = TestServer::start(BIN, opts).await.expect("fnrs starts");
+        let server = TestServer::start(bin, opts).await.expect("fnrs starts");
         let api_token = env
             .iter()
             .find(|(k, _)| *k == "FN_API_TOKEN")

@@ -10,6 +10,7 @@
 mod common;
 
 mod attack_net;
+mod attack_sandbox;
 mod auth;
 mod docker;
 mod drivers;

@@ -323,3 +323,125 @@ async fn default_format_cold_process() {
         (502, "container exit code 3")
     );
 }
+
+/// A hot function (python, real pipes) that answers its first call twice:
+/// `together` in one write, `later` once `go` exists (then it says so on
+/// stderr). Every later call gets one answer, "fresh". `format` is `http`
+/// or `json` (one JSON object a line; cloudevent reads the same).
+const TWICE: &str = r#"
+import os, sys, time
+fmt, mode, go = sys.argv[1], sys.argv[2], sys.argv[3]
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+def read_request():
+    if fmt != "http":
+        line = inp.readline()
+        if not line:
+            sys.exit(0)
+        return
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        c = inp.read(1)
+        if not c:
+            sys.exit(0)
+        head += c
+    for l in head.split(b"\r\n"):
+        if l.lower().startswith(b"content-length:"):
+            inp.read(int(l.split(b":")[1]))
+def answer(body):
+    if fmt == "http":
+        return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    if fmt == "json":
+        return b'{"body":"%s","content_type":"text/plain"}\n' % body
+    return b'{"cloudEventsVersion":"0.1","eventID":"1","source":"s","eventType":"t","contentType":"text/plain","data":"%s"}\n' % body
+read_request()
+if mode == "together":
+    out.write(answer(b"first") + answer(b"secret"))
+    out.flush()
+else:
+    out.write(answer(b"first"))
+    out.flush()
+    for _ in range(3000):
+        if os.path.exists(go):
+            break
+        time.sleep(0.01)
+    out.write(answer(b"secret"))
+    out.flush()
+    sys.stderr.write("wrote\n")
+    sys.stderr.flush()
+while True:
+    read_request()
+    out.write(answer(b"fresh"))
+    out.flush()
+"#;
+
+#[tokio::test]
+async fn a_second_answer_never_reaches_the_next_call() {
+    use tokio::io::AsyncBufReadExt;
+    for format in [Format::Http, Format::Json, Format::CloudEvent] {
+        for mode in ["together", "later"] {
+            let what = format!("{format} {mode}");
+            let dir = tempfile::tempdir().unwrap();
+            let go = dir.path().join("go");
+            let fmt = match format {
+                Format::Http => "http",
+                Format::Json => "json",
+                _ => "cloudevent",
+            };
+            let mut child = Command::new("/usr/bin/python3")
+                .args(["-c", TWICE, fmt, mode, go.to_str().unwrap()])
+                .env_clear()
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let stdin = child.stdin.take().unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap());
+            let mut conn =
+                StdioConn::new(format, Box::pin(stdin), Box::pin(stdout), Limits::default());
+            let h = conn.call(spy_request(full_body("{}"))).await.unwrap();
+            let (parts, body, o) = text(h).await;
+            assert_eq!(parts.status, 200, "{what}");
+            // The caller keeps the first answer.
+            assert!(body.contains("first"), "{what}: {body}");
+            if mode == "later" {
+                assert!(o.instance_ok, "{what}");
+                std::fs::write(&go, "").unwrap();
+                let mut line = String::new();
+                tokio::time::timeout(GUARD, stderr.read_line(&mut line))
+                    .await
+                    .expect("the function wrote its second answer")
+                    .unwrap();
+                assert_eq!(line, "wrote\n");
+                // Whoever reuses the instance can tell.
+                assert!(conn.has_stray_output(), "{what}");
+            } else {
+                // The instance ends once this answer is done.
+                assert!(!o.instance_ok, "{what}");
+            }
+            // Whatever the next call gets, it is not the second answer.
+            match conn.call(spy_request(full_body("{}"))).await {
+                Ok(h) => {
+                    let (_, body, _) = text(h).await;
+                    panic!("{what}: the next call got {body:?}");
+                }
+                Err(e) => assert!(!e.instance_ok, "{what}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_function_quiet_between_calls_is_reused() {
+    let (_child, mut conn) = hot("http-python", Format::Http);
+    for _ in 0..3 {
+        assert!(!conn.has_stray_output());
+        let h = conn.call(spy_request(full_body("{}"))).await.unwrap();
+        let (parts, _, o) = text(h).await;
+        assert_eq!(parts.status, 200);
+        assert!(o.instance_ok);
+    }
+    assert!(!conn.has_stray_output());
+}

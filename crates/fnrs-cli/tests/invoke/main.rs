@@ -9,6 +9,7 @@
 
 mod common;
 
+mod attack_files;
 mod auth;
 mod docker;
 mod drivers;

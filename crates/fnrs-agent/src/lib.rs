@@ -924,6 +924,9 @@ impl Agent {
         for i in live {
             i.destroy().await;
         }
+        for d in &self.drivers {
+            d.shutdown().await;
+        }
         self.recorder.close().await;
         self.iofs.remove_all();
     }

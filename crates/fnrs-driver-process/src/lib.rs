@@ -1163,6 +1163,14 @@ impl Driver for ProcessDriver {
         Ok(())
     }
 
+    async fn shutdown(&self) {
+        // Else the filler may make a launcher (and its cgroup) while the
+        // server removes its cgroup parent.
+        if let Some(p) = &self.pool {
+            let _ = tokio::task::spawn_blocking(p.shutdown_fn()).await;
+        }
+    }
+
     async fn health(&self) -> serde_json::Value {
         serde_json::json!({
             "ok": true,

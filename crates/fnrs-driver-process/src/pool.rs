@@ -363,16 +363,13 @@ impl Pool {
     /// Stop filling; kill the waiting launchers and remove their cgroups
     /// (on this thread: a few ms, plus the end of a launcher being made).
     pub(crate) fn shutdown(&self) {
-        self.inner.shutdown.store(true, Ordering::Release);
-        self.inner.wake.notify_one();
-        // A launcher being made is discarded by its maker once done.
-        drop(self.inner.making.lock().unwrap_or_else(|e| e.into_inner()));
-        let idle: Vec<Launcher> =
-            std::mem::take(&mut *self.inner.idle.lock().unwrap_or_else(|e| e.into_inner()));
-        for l in idle {
-            discard_now(l);
-        }
-        remove_root_if_unused(&self.inner);
+        shutdown(&self.inner);
+    }
+
+    /// [`Pool::shutdown`] from elsewhere (a blocking thread).
+    pub(crate) fn shutdown_fn(&self) -> impl FnOnce() + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        move || shutdown(&inner)
     }
 
     /// The shared root of prebuilt sandboxes' directories.
@@ -383,6 +380,20 @@ impl Pool {
             .as_ref()
             .map(|p| p.root.as_path())
     }
+}
+
+/// See [`Pool::shutdown`].
+fn shutdown(inner: &Inner) {
+    inner.shutdown.store(true, Ordering::Release);
+    inner.wake.notify_one();
+    // A launcher being made is discarded by its maker once done.
+    drop(inner.making.lock().unwrap_or_else(|e| e.into_inner()));
+    let idle: Vec<Launcher> =
+        std::mem::take(&mut *inner.idle.lock().unwrap_or_else(|e| e.into_inner()));
+    for l in idle {
+        discard_now(l);
+    }
+    remove_root_if_unused(inner);
 }
 
 impl Drop for Pool {

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
-use nix::fcntl::{Flock, FlockArg};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use tokio::time::Instant;
 
 /// The socket file name the function must create.
@@ -99,26 +100,126 @@ pub fn server_is_dead(lock_dir: &Path, server_id: &str) -> bool {
     }
 }
 
+/// The default `FN_IOFS_PATH`: `/run/fnrs/iofs` for a root server (a place
+/// only root may write to), else the temp dir.
+pub fn default_iofs_base() -> PathBuf {
+    if nix::unistd::geteuid().is_root() && Path::new("/run").is_dir() {
+        PathBuf::from("/run/fnrs/iofs")
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// This server's iofs area.
 #[derive(Debug)]
 pub(crate) struct IofsRoot {
     dir: PathBuf,
 }
 
+fn refuse(path: &Path, why: impl std::fmt::Display) -> io::Error {
+    let me = nix::unistd::geteuid();
+    let who = if me.is_root() {
+        "root".to_string()
+    } else {
+        format!("root or uid {me}")
+    };
+    io::Error::other(format!(
+        "refusing {}: {why}. fnrs creates, mounts over and removes directories there; \
+         remove it, or set FN_IOFS_PATH to a directory that only {who} can write to",
+        path.display()
+    ))
+}
+
+/// Every directory from `/` down to `dir` (canonical) is owned by root or
+/// us and, unless sticky, not writable by others: nobody else can swap
+/// what fnrs makes below it for a symlink.
+fn check_ancestors(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut chain: Vec<&Path> = dir.ancestors().collect();
+    chain.reverse();
+    for anc in chain {
+        let md = fs::symlink_metadata(anc)?;
+        if md.uid() != 0 && md.uid() != me {
+            return Err(refuse(anc, format_args!("it is owned by uid {}", md.uid())));
+        }
+        if md.mode() & 0o022 != 0 && md.mode() & 0o1000 == 0 {
+            return Err(refuse(
+                anc,
+                format_args!(
+                    "it is writable by other users (mode {:o}, no sticky bit)",
+                    md.mode() & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Make `dir` (never through a symlink; it must be new if `fresh`), then
+/// check what is there: a real directory, ours, not writable by others.
+/// Leaves it mode 0755.
+fn own_dir(dir: &Path, fresh: bool) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !fresh => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+    }
+    match fs::symlink_metadata(dir) {
+        Ok(md) if md.file_type().is_symlink() => {
+            return Err(refuse(dir, "it is a symbolic link"));
+        }
+        Ok(md) if !md.is_dir() => return Err(refuse(dir, "it is not a directory")),
+        _ => {}
+    }
+    // The checks below are on what this opens, whatever happens meanwhile.
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        .open(dir)
+        .map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ELOOP) => refuse(dir, "it is a symbolic link"),
+            Some(Errno::ENOTDIR) => refuse(dir, "it is not a directory"),
+            _ => io::Error::new(e.kind(), format!("{}: {e}", dir.display())),
+        })?;
+    let md = f.metadata()?;
+    let me = nix::unistd::geteuid().as_raw();
+    if md.uid() != me {
+        return Err(refuse(dir, format_args!("it is owned by uid {}", md.uid())));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(refuse(
+            dir,
+            format_args!(
+                "it is writable by group or others (mode {:o})",
+                md.mode() & 0o7777
+            ),
+        ));
+    }
+    // The umask may have narrowed it; the unsandboxed function's uid must
+    // pass through.
+    f.set_permissions(fs::Permissions::from_mode(0o755))
+}
+
 impl IofsRoot {
     /// Claim `<base>/fnrs/<server_id>` and remove what crashed servers left
-    /// (the caller holds this server's lock in `lock_dir`).
+    /// (the caller holds this server's lock in `lock_dir`). The base and
+    /// its ancestors must be safe from other users ([`check_ancestors`]),
+    /// `fnrs` and the server's directory real directories of ours.
     pub(crate) fn create(base: &Path, server_id: &str, lock_dir: &Path) -> io::Result<Self> {
-        let parent = base.join("fnrs");
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
-            .create(&parent)?;
-        fs::set_permissions(&parent, fs::Permissions::from_mode(0o755))?;
+            .create(base)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", base.display())))?;
+        let base = fs::canonicalize(base)?;
+        check_ancestors(&base)?;
+        let parent = base.join("fnrs");
+        own_dir(&parent, false)?;
         remove_stale(&parent, server_id, lock_dir);
         let dir = parent.join(server_id);
-        fs::DirBuilder::new().mode(0o755).create(&dir)?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        own_dir(&dir, true)?;
         Ok(Self { dir })
     }
 
@@ -141,7 +242,10 @@ impl IofsRoot {
     }
 }
 
-/// Remove the iofs dirs of servers that are not running any more.
+/// Remove the iofs dirs of servers that are not running any more. `parent`
+/// was checked by [`own_dir`]: only this user writes there. Nothing is
+/// followed: an entry that is a symlink is removed itself, and
+/// `remove_dir_all` does not follow links inside.
 fn remove_stale(parent: &Path, me: &str, lock_dir: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
@@ -153,10 +257,12 @@ fn remove_stale(parent: &Path, me: &str, lock_dir: &Path) {
             continue;
         }
         tracing::info!(dir = %path.display(), "removing iofs dirs left by a stopped server");
-        if path.is_dir() {
-            let _ = fs::remove_dir_all(&path);
-        } else {
-            let _ = fs::remove_file(&path);
+        let r = match entry.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        if let Err(e) = r {
+            tracing::warn!(dir = %path.display(), error = %e, "removing a stopped server's iofs dir failed");
         }
     }
 }
@@ -298,6 +404,45 @@ mod tests {
         live.remove_all();
         other.remove_all();
         assert!(!base.path().join("fnrs/LIVE").exists());
+    }
+
+    #[test]
+    fn a_planted_link_or_foreign_dir_is_refused_untouched() {
+        let base = tempfile::tempdir().unwrap();
+        let locks = tempfile::tempdir().unwrap();
+        let canary = tempfile::tempdir().unwrap();
+        fs::write(canary.path().join("keep"), "x").unwrap();
+        std::os::unix::fs::symlink(canary.path(), base.path().join("fnrs")).unwrap();
+        let _l = ServerLock::acquire(locks.path(), "ME").unwrap();
+        let e = IofsRoot::create(base.path(), "ME", locks.path()).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(canary.path().join("keep").exists());
+        assert!(!canary.path().join("ME").exists());
+        // A file there, or a directory others may write to.
+        fs::remove_file(base.path().join("fnrs")).unwrap();
+        fs::write(base.path().join("fnrs"), "").unwrap();
+        let e = IofsRoot::create(base.path(), "ME", locks.path()).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        fs::remove_file(base.path().join("fnrs")).unwrap();
+        fs::create_dir(base.path().join("fnrs")).unwrap();
+        fs::set_permissions(base.path().join("fnrs"), fs::Permissions::from_mode(0o777)).unwrap();
+        let e = IofsRoot::create(base.path(), "ME", locks.path()).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+    }
+
+    #[test]
+    fn the_default_base_of_root_is_root_only() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        assert_eq!(default_iofs_base(), Path::new("/run/fnrs/iofs"));
+        // The real lock dir: other servers' areas there are judged rightly.
+        let locks = default_lock_dir();
+        let id = format!("TEST{}", std::process::id());
+        let _l = ServerLock::acquire(&locks, &id).unwrap();
+        let root = IofsRoot::create(&default_iofs_base(), &id, &locks).unwrap();
+        assert!(Path::new("/run/fnrs/iofs/fnrs").join(&id).is_dir());
+        root.remove_all();
     }
 
     #[tokio::test]

@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use config::AgentConfig;
-pub use iofs::{ServerLock, default_lock_dir, server_is_dead, server_is_live};
+pub use iofs::{ServerLock, default_iofs_base, default_lock_dir, server_is_dead, server_is_live};
 
 use body::CallBody;
 use capacity::{Capacity, Reservation};

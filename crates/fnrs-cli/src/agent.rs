@@ -46,7 +46,8 @@ pub struct AgentArgs {
     /// Memory for instances in bytes [default: detected, cgroup-aware].
     #[arg(long, env = ENV_MAX_TOTAL_MEMORY_BYTES)]
     pub max_total_memory_bytes: Option<u64>,
-    /// Directory for the instances' iofs directories [default: the temp dir].
+    /// Directory for the instances' iofs directories [default: /run/fnrs/iofs
+    /// as root, else the temp dir].
     #[arg(long, env = ENV_IOFS_PATH)]
     pub iofs_path: Option<PathBuf>,
     /// Largest function response body in bytes (0 = no limit).
@@ -93,7 +94,9 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     fn iofs_path(&self) -> PathBuf {
-        self.iofs_path.clone().unwrap_or_else(std::env::temp_dir)
+        self.iofs_path
+            .clone()
+            .unwrap_or_else(fnrs_agent::default_iofs_base)
     }
 
     fn agent_config(&self, max_request_size: u64, server_id: &str) -> AgentConfig {

@@ -136,3 +136,192 @@ async fn a_planted_lsnr_sock_link_is_never_followed() {
     let id = s.server_id().await;
     s.stop_and_check_clean(&id, &[d.dir.path()]).await;
 }
+
+/// A directory with files and a subdirectory, to see that nothing in it
+/// is removed or replaced.
+struct Canary {
+    dir: tempfile::TempDir,
+}
+
+impl Canary {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("fnrs-canary-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("keep.txt"), "canary").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/keep.txt"), "canary").unwrap();
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn assert_untouched(&self) {
+        for f in ["keep.txt", "sub/keep.txt"] {
+            let p = self.path().join(f);
+            assert_eq!(
+                std::fs::read_to_string(&p).ok().as_deref(),
+                Some("canary"),
+                "{} was touched",
+                p.display()
+            );
+        }
+        let n = std::fs::read_dir(self.path()).unwrap().count();
+        assert_eq!(n, 2, "entries added to the canary");
+    }
+}
+
+/// Run `fnrs serve` until it exits (bounded); its exit status and stderr.
+fn serve_until_exit(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(crate::common::BIN);
+    cmd.arg("serve")
+        .current_dir(data.path())
+        .env("FN_PORT", "0")
+        .env("FN_LISTEN", "127.0.0.1")
+        .env(
+            "FN_DB_URL",
+            format!("sqlite3://{}", data.path().join("fn.db").display()),
+        )
+        .env("FN_LOG_LEVEL", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    for _ in 0..600 {
+        if let Ok(Some(st)) = child.try_wait() {
+            return (st, reader.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("fnrs kept running: {}", reader.join().unwrap());
+}
+
+/// `ln -s <canary> <FN_IOFS_PATH>/fnrs` before the server starts (as root
+/// it would have removed the canary's content): refused, canary untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_iofs_root_link_is_refused_and_its_target_untouched() {
+    let canary = Canary::new();
+    let base = crate::common::iofs_base();
+    std::os::unix::fs::symlink(canary.path(), base.path().join("fnrs")).unwrap();
+    let base_s = base.path().display().to_string();
+    let (st, err) = serve_until_exit(&[("FN_IOFS_PATH", &base_s)]);
+    canary.assert_untouched();
+    assert!(!st.success(), "fnrs started over a planted link: {err}");
+    let fnrs = format!("{base_s}/fnrs");
+    assert!(
+        err.contains(&fnrs) && err.contains("symbolic link"),
+        "the error names the path and the problem: {err}"
+    );
+    assert!(err.contains("FN_IOFS_PATH"), "and how to fix it: {err}");
+
+    // A directory of another user, or writable by others, is refused too.
+    std::fs::remove_file(base.path().join("fnrs")).unwrap();
+    std::fs::create_dir(base.path().join("fnrs")).unwrap();
+    std::os::unix::fs::chown(base.path().join("fnrs"), Some(65534), Some(65534)).unwrap();
+    let (st, err) = serve_until_exit(&[("FN_IOFS_PATH", &base_s)]);
+    assert!(
+        !st.success() && err.contains(&fnrs) && err.contains("owned by uid 65534"),
+        "{err}"
+    );
+    std::os::unix::fs::chown(base.path().join("fnrs"), Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(
+        base.path().join("fnrs"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let (st, err) = serve_until_exit(&[("FN_IOFS_PATH", &base_s)]);
+    assert!(
+        !st.success() && err.contains(&fnrs) && err.contains("writable"),
+        "{err}"
+    );
+    // So is a base below a directory others may write to (no sticky bit).
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let inner = open.path().join("base");
+    let (st, err) = serve_until_exit(&[("FN_IOFS_PATH", &inner.display().to_string())]);
+    assert!(
+        !st.success()
+            && err.contains(&open.path().display().to_string())
+            && err.contains("writable"),
+        "{err}"
+    );
+}
+
+/// What a crashed server left, with links planted inside: removed, links
+/// not followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_iofs_dirs_are_removed_without_following_links() {
+    let canary = Canary::new();
+    let base = crate::common::iofs_base();
+    let dead = base.path().join("fnrs/01DEADSERVER0000000000000A");
+    std::fs::create_dir_all(dead.join("01INSTANCE/sub")).unwrap();
+    std::os::unix::fs::symlink(canary.path(), dead.join("01INSTANCE/link")).unwrap();
+    std::os::unix::fs::symlink(canary.path(), dead.join("01INSTANCE/sub/link")).unwrap();
+    std::os::unix::fs::symlink(canary.path(), dead.join("link")).unwrap();
+    std::os::unix::fs::symlink(
+        canary.path(),
+        base.path().join("fnrs/01DEADSERVER0000000000000B"),
+    )
+    .unwrap();
+    let s = Srv::start_in(base, &[]).await;
+    canary.assert_untouched();
+    let left: Vec<_> = std::fs::read_dir(s.iofs.path().join("fnrs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let id = s.server_id().await;
+    assert_eq!(
+        left,
+        [std::ffi::OsString::from(&id)],
+        "only this server's dir"
+    );
+    s.stop_and_check_clean(&id, &[]).await;
+    canary.assert_untouched();
+}
+
+/// A function plants links to a host directory in its iofs directory: the
+/// instance's end does not follow them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_planted_in_an_instance_iofs_dir_are_not_followed() {
+    let canary = Canary::new();
+    let s = Srv::start().await;
+    let d = crate::common::py_fn(&format!(
+        r#"    os.symlink("{c}", "/tmp/iofs/link")
+    os.mkdir("/tmp/iofs/d")
+    os.symlink("{c}", "/tmp/iofs/d/link")
+    os.symlink("{c}/keep.txt", "/tmp/iofs/d/file")
+    return response.Response(ctx, response_data="planted")"#,
+        c = canary.path().display()
+    ));
+    let f = s
+        .func("planter", &d.image(), json!({"idle_timeout": 1}))
+        .await;
+    let a = s.invoke(&f, "").await;
+    assert_eq!((a.status, a.body.as_str()), (200, "planted"), "{a:?}");
+    // The instance idles out; its iofs dir goes.
+    assert_eq!(s.until_instances(0).await, 0);
+    canary.assert_untouched();
+    // Again, ended by the shutdown this time.
+    let a = s.invoke(&f, "").await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let id = s.server_id().await;
+    s.stop_and_check_clean(&id, &[d.dir.path()]).await;
+    canary.assert_untouched();
+}

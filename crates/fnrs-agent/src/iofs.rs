@@ -100,6 +100,12 @@ pub fn server_is_dead(lock_dir: &Path, server_id: &str) -> bool {
     }
 }
 
+/// Whether the server runs as root (then iofs directories are tmpfs by
+/// default).
+pub fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 /// The default `FN_IOFS_PATH`: `/run/fnrs/iofs` for a root server (a place
 /// only root may write to), else the temp dir.
 pub fn default_iofs_base() -> PathBuf {
@@ -114,6 +120,89 @@ pub fn default_iofs_base() -> PathBuf {
 #[derive(Debug)]
 pub(crate) struct IofsRoot {
     dir: PathBuf,
+    /// Mount options of the tmpfs mounted on each instance's directory
+    /// (`None`: plain directories).
+    tmpfs: Option<String>,
+}
+
+/// Flags of every iofs tmpfs: the function needs a socket there, nothing
+/// to run.
+fn tmpfs_flags() -> nix::mount::MsFlags {
+    use nix::mount::MsFlags;
+    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
+}
+
+/// The source name of iofs tmpfs mounts (in mount listings).
+const TMPFS_SOURCE: &str = "fnrs-iofs";
+
+fn mount_tmpfs(dir: &Path, opts: &str) -> io::Result<()> {
+    nix::mount::mount(
+        Some(TMPFS_SOURCE),
+        dir,
+        Some("tmpfs"),
+        tmpfs_flags(),
+        Some(opts),
+    )
+    .map_err(|e| {
+        io::Error::other(format!(
+            "mounting a tmpfs ({opts}) on {}: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// Detach whatever is mounted on `dir` (stacked mounts too); never follows
+/// a symlink. Not a mount point: nothing to do.
+fn unmount(dir: &Path) {
+    use nix::mount::MntFlags;
+    for _ in 0..8 {
+        if nix::mount::umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).is_err() {
+            break;
+        }
+    }
+}
+
+/// Decode a mountinfo field (`\040` for a space, and so on).
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Unmount every mount at or below `dir` in this mount namespace, deepest
+/// first (a crashed server's instance tmpfs, say).
+fn unmount_under(dir: &Path) {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for p in points {
+        unmount(&p);
+    }
 }
 
 fn refuse(path: &Path, why: impl std::fmt::Display) -> io::Error {
@@ -207,7 +296,17 @@ impl IofsRoot {
     /// (the caller holds this server's lock in `lock_dir`). The base and
     /// its ancestors must be safe from other users ([`check_ancestors`]),
     /// `fnrs` and the server's directory real directories of ours.
-    pub(crate) fn create(base: &Path, server_id: &str, lock_dir: &Path) -> io::Result<Self> {
+    ///
+    /// With `tmpfs` (mount options), each instance's directory is a tmpfs
+    /// of its own; when that cannot be mounted, start fails if `required`,
+    /// else plain directories are used, with a warning.
+    pub(crate) fn create(
+        base: &Path,
+        server_id: &str,
+        lock_dir: &Path,
+        tmpfs: Option<&str>,
+        required: bool,
+    ) -> io::Result<Self> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -220,26 +319,79 @@ impl IofsRoot {
         remove_stale(&parent, server_id, lock_dir);
         let dir = parent.join(server_id);
         own_dir(&dir, true)?;
-        Ok(Self { dir })
+        let tmpfs = match tmpfs {
+            None => None,
+            Some(opts) => match probe_tmpfs(&dir, opts) {
+                Ok(()) => Some(opts.to_string()),
+                Err(e) if required => {
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(io::Error::other(format!(
+                        "{e} (FN_IOFS_TMPFS=true needs root, or CAP_SYS_ADMIN)"
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "iofs directories are NOT size-bounded: functions can fill the disk under FN_IOFS_PATH (set FN_IOFS_TMPFS=false to silence this)");
+                    None
+                }
+            },
+        };
+        Ok(Self { dir, tmpfs })
     }
 
-    /// A fresh, empty, world-writable directory for one instance (the
-    /// function runs as an unprivileged user and must create its socket).
-    pub(crate) fn instance_dir(&self, instance_id: &str) -> io::Result<PathBuf> {
+    /// The tmpfs options in use, if any (for `/health`).
+    pub(crate) fn tmpfs(&self) -> Option<&str> {
+        self.tmpfs.as_deref()
+    }
+
+    /// Makes a fresh, empty, world-writable directory for one instance (the
+    /// function runs as an unprivileged user and must create its socket),
+    /// a tmpfs of its own when configured. Blocking: run it off the async
+    /// workers.
+    pub(crate) fn instance_dir_job(
+        &self,
+        instance_id: &str,
+    ) -> impl FnOnce() -> io::Result<PathBuf> + Send + 'static {
         let dir = self.dir.join(instance_id);
-        fs::create_dir(&dir)?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
-        Ok(dir)
-    }
-
-    /// Remove everything of this server (at shutdown).
-    pub(crate) fn remove_all(&self) {
-        if let Err(e) = fs::remove_dir_all(&self.dir)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "removing iofs root failed");
+        let tmpfs = self.tmpfs.clone();
+        move || {
+            fs::DirBuilder::new().mode(0o777).create(&dir)?;
+            let made =
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).and_then(|()| {
+                    match &tmpfs {
+                        Some(opts) => mount_tmpfs(&dir, opts),
+                        None => Ok(()),
+                    }
+                });
+            if let Err(e) = made {
+                let _ = fs::remove_dir(&dir);
+                return Err(e);
+            }
+            Ok(dir)
         }
     }
+
+    /// Remove everything of this server (at shutdown). Blocking.
+    pub(crate) fn remove_all_job(&self) -> impl FnOnce() + Send + 'static {
+        let dir = self.dir.clone();
+        move || {
+            unmount_under(&dir);
+            if let Err(e) = fs::remove_dir_all(&dir)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing iofs root failed");
+            }
+        }
+    }
+}
+
+/// Mount and unmount a tmpfs with `opts` once, in `<dir>/.probe`.
+fn probe_tmpfs(dir: &Path, opts: &str) -> io::Result<()> {
+    let probe = dir.join(".probe");
+    fs::create_dir(&probe)?;
+    let r = mount_tmpfs(&probe, opts);
+    unmount(&probe);
+    let _ = fs::remove_dir(&probe);
+    r
 }
 
 /// Remove the iofs dirs of servers that are not running any more. `parent`
@@ -258,7 +410,12 @@ fn remove_stale(parent: &Path, me: &str, lock_dir: &Path) {
         }
         tracing::info!(dir = %path.display(), "removing iofs dirs left by a stopped server");
         let r = match entry.file_type() {
-            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            Ok(t) if t.is_dir() => {
+                // Its instances' tmpfs mounts first (not removable, and
+                // nothing of the function's to walk through).
+                unmount_under(&path);
+                fs::remove_dir_all(&path)
+            }
             _ => fs::remove_file(&path),
         };
         if let Err(e) = r {
@@ -267,8 +424,10 @@ fn remove_stale(parent: &Path, me: &str, lock_dir: &Path) {
     }
 }
 
-/// Remove one instance's directory.
+/// Remove one instance's directory: unmount its tmpfs (its content goes
+/// unread), then remove what is left. Blocking.
 pub(crate) fn remove_dir(dir: &Path) {
+    unmount(dir);
     if let Err(e) = fs::remove_dir_all(dir)
         && e.kind() != io::ErrorKind::NotFound
     {
@@ -378,8 +537,8 @@ mod tests {
             ServerLock::acquire(locks.path(), "LIVE").is_err(),
             "held once"
         );
-        let live = IofsRoot::create(base.path(), "LIVE", locks.path()).unwrap();
-        let d = live.instance_dir("I1").unwrap();
+        let live = IofsRoot::create(base.path(), "LIVE", locks.path(), None, false).unwrap();
+        let d = live.instance_dir_job("I1")().unwrap();
         assert_eq!(
             fs::metadata(&d).unwrap().permissions().mode() & 0o777,
             0o777
@@ -398,11 +557,11 @@ mod tests {
             "unknown is not dead"
         );
         let _other_lock = ServerLock::acquire(locks.path(), "OTHER").unwrap();
-        let other = IofsRoot::create(base.path(), "OTHER", locks.path()).unwrap();
+        let other = IofsRoot::create(base.path(), "OTHER", locks.path(), None, false).unwrap();
         assert!(!stale.exists());
         assert!(d.exists(), "a live server's dirs must survive");
-        live.remove_all();
-        other.remove_all();
+        live.remove_all_job()();
+        other.remove_all_job()();
         assert!(!base.path().join("fnrs/LIVE").exists());
     }
 
@@ -414,19 +573,19 @@ mod tests {
         fs::write(canary.path().join("keep"), "x").unwrap();
         std::os::unix::fs::symlink(canary.path(), base.path().join("fnrs")).unwrap();
         let _l = ServerLock::acquire(locks.path(), "ME").unwrap();
-        let e = IofsRoot::create(base.path(), "ME", locks.path()).unwrap_err();
+        let e = IofsRoot::create(base.path(), "ME", locks.path(), None, false).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert!(canary.path().join("keep").exists());
         assert!(!canary.path().join("ME").exists());
         // A file there, or a directory others may write to.
         fs::remove_file(base.path().join("fnrs")).unwrap();
         fs::write(base.path().join("fnrs"), "").unwrap();
-        let e = IofsRoot::create(base.path(), "ME", locks.path()).unwrap_err();
+        let e = IofsRoot::create(base.path(), "ME", locks.path(), None, false).unwrap_err();
         assert!(e.to_string().contains("not a directory"), "{e}");
         fs::remove_file(base.path().join("fnrs")).unwrap();
         fs::create_dir(base.path().join("fnrs")).unwrap();
         fs::set_permissions(base.path().join("fnrs"), fs::Permissions::from_mode(0o777)).unwrap();
-        let e = IofsRoot::create(base.path(), "ME", locks.path()).unwrap_err();
+        let e = IofsRoot::create(base.path(), "ME", locks.path(), None, false).unwrap_err();
         assert!(e.to_string().contains("writable by group or others"), "{e}");
     }
 
@@ -440,9 +599,71 @@ mod tests {
         let locks = default_lock_dir();
         let id = format!("TEST{}", std::process::id());
         let _l = ServerLock::acquire(&locks, &id).unwrap();
-        let root = IofsRoot::create(&default_iofs_base(), &id, &locks).unwrap();
+        let root = IofsRoot::create(&default_iofs_base(), &id, &locks, None, false).unwrap();
         assert!(Path::new("/run/fnrs/iofs/fnrs").join(&id).is_dir());
-        root.remove_all();
+        root.remove_all_job()();
+    }
+
+    fn mounted(p: &Path) -> bool {
+        let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        text.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|m| unescape_mountinfo(m) == p)
+    }
+
+    #[test]
+    fn instance_dirs_are_bounded_tmpfs_unmounted_on_every_path() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let locks = tempfile::tempdir().unwrap();
+        let opts = Some("size=64k,nr_inodes=16,mode=0777");
+        let dead_lock = ServerLock::acquire(locks.path(), "DEAD").unwrap();
+        let dead = IofsRoot::create(base.path(), "DEAD", locks.path(), opts, true).unwrap();
+        assert_eq!(dead.tmpfs(), opts);
+        let d = dead.instance_dir_job("I1")().unwrap();
+        assert!(mounted(&d));
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o777
+        );
+        let big = vec![0u8; 1 << 20];
+        let e = fs::write(d.join("big"), &big).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(Errno::ENOSPC as i32), "{e}");
+        // An instance's end unmounts it (the content is not walked).
+        std::os::unix::fs::symlink("/", d.join("link")).unwrap();
+        remove_dir(&d);
+        assert!(!mounted(&d) && !d.exists());
+        // A crashed server's mounts: gone at the next server's start.
+        let d2 = dead.instance_dir_job("I2")().unwrap();
+        drop(dead_lock);
+        let me_lock = ServerLock::acquire(locks.path(), "ME").unwrap();
+        let me = IofsRoot::create(base.path(), "ME", locks.path(), opts, true).unwrap();
+        assert!(!mounted(&d2), "the dead server's tmpfs is unmounted");
+        assert!(!base.path().join("fnrs/DEAD").exists());
+        // Shutdown unmounts what is left.
+        let d3 = me.instance_dir_job("I3")().unwrap();
+        me.remove_all_job()();
+        assert!(!mounted(&d3) && !base.path().join("fnrs/ME").exists());
+        drop(me_lock);
+        // Options the kernel refuses: an error when required, else none.
+        let _l = ServerLock::acquire(locks.path(), "BAD").unwrap();
+        let e = IofsRoot::create(base.path(), "BAD", locks.path(), Some("nonsense=1"), true)
+            .unwrap_err();
+        assert!(e.to_string().contains("FN_IOFS_TMPFS"), "{e}");
+        let r =
+            IofsRoot::create(base.path(), "BAD", locks.path(), Some("nonsense=1"), false).unwrap();
+        assert_eq!(r.tmpfs(), None);
+        r.remove_all_job()();
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(
+            unescape_mountinfo(r"/a\040b\011c\134d\9x\04"),
+            PathBuf::from("/a b\tc\\d\\9x\\04")
+        );
     }
 
     #[tokio::test]

@@ -32,7 +32,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use config::AgentConfig;
-pub use iofs::{ServerLock, default_iofs_base, default_lock_dir, server_is_dead, server_is_live};
+pub use iofs::{
+    ServerLock, default_iofs_base, default_lock_dir, running_as_root, server_is_dead,
+    server_is_live,
+};
 
 use body::CallBody;
 use capacity::{Capacity, Reservation};
@@ -137,13 +140,26 @@ impl Agent {
                 config.lock_dir.display()
             )
         })?;
-        let iofs =
-            IofsRoot::create(&config.iofs_path, &server_id, &config.lock_dir).map_err(|e| {
+        let iofs = {
+            let (base, id, locks) = (
+                config.iofs_path.clone(),
+                server_id.clone(),
+                config.lock_dir.clone(),
+            );
+            let (tmpfs, required) = (config.iofs_tmpfs.clone(), config.iofs_tmpfs_required);
+            tokio::task::spawn_blocking(move || {
+                IofsRoot::create(&base, &id, &locks, tmpfs.as_deref(), required)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| {
                 format!(
                     "cannot use FN_IOFS_PATH {}: {e}",
                     config.iofs_path.display()
                 )
-            })?;
+            })?
+        };
         for d in &drivers {
             if let Err(e) = d.cleanup_leftovers().await {
                 tracing::warn!(driver = d.name(), error = %e, "cleaning up leftovers failed");
@@ -207,6 +223,7 @@ impl Agent {
             "memory_total_bytes": self.capacity.total(),
             "memory_used_bytes": self.capacity.used(),
             "instances": self.live.lock().len(),
+            "iofs_tmpfs": self.iofs.tmpfs(),
         })
     }
 
@@ -472,7 +489,11 @@ impl Agent {
         let id = fnrs_model::new_id();
         let http_stream = pool.format == Format::HttpStream;
         let iofs_dir = if http_stream {
-            Some(self.iofs.instance_dir(&id).map_err(|e| {
+            let made = tokio::task::spawn_blocking(self.iofs.instance_dir_job(&id))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+            Some(made.map_err(|e| {
                 tracing::error!(error = %e, "creating iofs dir failed");
                 Error::INTERNAL
             })?)
@@ -499,8 +520,8 @@ impl Agent {
         let started = match driver.start(spec).await {
             Ok(i) => i,
             Err(e) => {
-                if let Some(d) = &iofs_dir {
-                    iofs::remove_dir(d);
+                if let Some(d) = iofs_dir {
+                    let _ = tokio::task::spawn_blocking(move || iofs::remove_dir(&d)).await;
                 }
                 return Err(driver_error(e));
             }
@@ -884,7 +905,8 @@ impl Agent {
     ) {
         inst.destroy().await;
         if let Some(d) = iofs_dir {
-            iofs::remove_dir(d);
+            let d = d.to_path_buf();
+            let _ = tokio::task::spawn_blocking(move || iofs::remove_dir(&d)).await;
         }
         self.live.lock().remove(id);
     }
@@ -928,7 +950,7 @@ impl Agent {
             d.shutdown().await;
         }
         self.recorder.close().await;
-        self.iofs.remove_all();
+        let _ = tokio::task::spawn_blocking(self.iofs.remove_all_job()).await;
     }
 
     /// Number of live instances (for tests and health).

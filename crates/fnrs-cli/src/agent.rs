@@ -23,6 +23,12 @@ pub const ENV_MAX_QUEUE_WAIT_MSECS: &str = "FN_MAX_QUEUE_WAIT_MSECS";
 pub const ENV_MAX_TOTAL_MEMORY_BYTES: &str = "FN_MAX_TOTAL_MEMORY_BYTES";
 /// Where iofs directories are made.
 pub const ENV_IOFS_PATH: &str = "FN_IOFS_PATH";
+/// Mount a tmpfs on each instance's iofs directory (Fn's name).
+pub const ENV_IOFS_TMPFS: &str = "FN_IOFS_TMPFS";
+/// Mount options of that tmpfs (Fn's name).
+pub const ENV_IOFS_OPTS: &str = "FN_IOFS_OPTS";
+/// The default of [`ENV_IOFS_OPTS`]: room for the socket, not for data.
+pub const DEFAULT_IOFS_OPTS: &str = "size=1m,nr_inodes=64,mode=0777";
 /// Largest function response body, in bytes (0 = no limit).
 pub const ENV_MAX_RESPONSE_SIZE: &str = "FN_MAX_RESPONSE_SIZE";
 /// Largest function response head, in bytes (0 = 10 MiB).
@@ -50,6 +56,13 @@ pub struct AgentArgs {
     /// as root, else the temp dir].
     #[arg(long, env = ENV_IOFS_PATH)]
     pub iofs_path: Option<PathBuf>,
+    /// Mount a small tmpfs on each instance's iofs directory, bounding what
+    /// a function can write there [default: true as root, else false].
+    #[arg(long, env = ENV_IOFS_TMPFS)]
+    pub iofs_tmpfs: Option<bool>,
+    /// Mount options of the iofs tmpfs (always nosuid, nodev, noexec).
+    #[arg(long, env = ENV_IOFS_OPTS, default_value = DEFAULT_IOFS_OPTS)]
+    pub iofs_opts: String,
     /// Largest function response body in bytes (0 = no limit).
     #[arg(long, env = ENV_MAX_RESPONSE_SIZE, default_value_t = 0)]
     pub max_response_size: u64,
@@ -105,6 +118,11 @@ impl AgentArgs {
             max_queue_wait: Duration::from_millis(self.max_queue_wait_msecs),
             max_total_memory: self.max_total_memory_bytes,
             iofs_path: self.iofs_path(),
+            iofs_tmpfs: self
+                .iofs_tmpfs
+                .unwrap_or_else(fnrs_agent::running_as_root)
+                .then(|| self.iofs_opts.clone()),
+            iofs_tmpfs_required: self.iofs_tmpfs == Some(true),
             max_response_size: self.max_response_size,
             max_hdr_response_size: self.max_hdr_response_size,
             max_log_size: self.max_log_size_bytes,

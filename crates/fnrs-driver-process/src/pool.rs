@@ -725,8 +725,8 @@ pub(crate) fn remove_launch_dir(d: &Path) {
 }
 
 /// The shared mount under which prebuilt sandboxes get their directories:
-/// `<run dir>/fnrs-pool/<cgroup parent>`, bound onto itself and made
-/// shared. Whatever an earlier server left there is removed first.
+/// a small tmpfs on `<run dir>/fnrs-pool/<cgroup parent>`, made shared.
+/// Whatever an earlier server left there is removed first.
 pub(crate) fn setup_root(parent: &str) -> io::Result<PathBuf> {
     let root = root_path(parent);
     cleanup_root(&root);
@@ -736,12 +736,15 @@ pub(crate) fn setup_root(parent: &str) -> io::Result<PathBuf> {
     let c = cpath(&root)?;
     // SAFETY: mount(2) on NUL-terminated paths.
     unsafe {
+        // A tmpfs, not a bind of the host's directory: the sandboxes'
+        // mountinfo then shows `/pool-…/iofs`, not the host path with the
+        // server id. Only directories live there.
         if libc::mount(
+            c"fnrs-pool".as_ptr(),
             c.as_ptr(),
-            c.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"mode=0755,size=64k".as_ptr().cast(),
         ) < 0
         {
             return Err(io::Error::last_os_error());

@@ -325,3 +325,168 @@ async fn links_planted_in_an_instance_iofs_dir_are_not_followed() {
     s.stop_and_check_clean(&id, &[d.dir.path()]).await;
     canary.assert_untouched();
 }
+
+/// The bound of an instance's iofs directory (`FN_IOFS_OPTS` default).
+const IOFS_BOUND: u64 = 1 << 20;
+
+/// Mount points (decoded) of this mount namespace under `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = format!("{}/", dir.display());
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
+}
+
+/// The one instance directory of a server (bounded wait).
+async fn instance_dir(iofs: &Path, server_id: &str) -> std::path::PathBuf {
+    let dir = iofs.join("fnrs").join(server_id);
+    for _ in 0..100 {
+        let found: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        if let [one] = found.as_slice() {
+            return one.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no single instance dir in {}", dir.display());
+}
+
+/// A Python FDK function: "fill" writes up to 64 MiB into its iofs
+/// directory and answers "<bytes written> <errno>"; "mountinfo" answers its
+/// /proc/self/mountinfo; anything else "ok".
+fn filler() -> FnDir {
+    crate::common::py_fn(
+        r#"    body = data.getvalue().decode()
+    if body == "fill":
+        fd = os.open("/tmp/iofs/big", os.O_WRONLY | os.O_CREAT, 0o600)
+        chunk = b"x" * 65536
+        total, err = 0, 0
+        try:
+            while total < 64 * 1024 * 1024:
+                total += os.write(fd, chunk)
+        except OSError as e:
+            err = e.errno
+        os.close(fd)
+        return response.Response(ctx, response_data="%d %d" % (total, err))
+    if body == "mountinfo":
+        text = open("/proc/self/mountinfo").read() + open("/proc/self/cgroup").read()
+        print(text, file=sys.stderr, flush=True)
+        return response.Response(ctx, response_data=text)
+    return response.Response(ctx, response_data="ok")"#,
+    )
+}
+
+/// A function writing 64 MiB into /tmp/iofs is stopped at the bound, on
+/// the host too; it still serves; and its mountinfo shows no host path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_iofs_dir_is_a_small_tmpfs() {
+    // A prebuilt sandbox gets it by mount propagation.
+    iofs_tmpfs_bounds_the_function(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_iofs_dir_is_a_small_tmpfs_without_the_pool() {
+    // bwrap binds it.
+    iofs_tmpfs_bounds_the_function(&[("FN_PROCESS_POOL_SIZE", "0")]).await;
+}
+
+async fn iofs_tmpfs_bounds_the_function(env: &[(&str, &str)]) {
+    let s = Srv::start_with(env).await;
+    let id = s.server_id().await;
+    let d = filler();
+    let f = s.func("filler", &d.image(), json!({})).await;
+    let a = s.invoke(&f, "fill").await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let (total, err) = a.body.split_once(' ').unwrap();
+    let total: u64 = total.parse().unwrap();
+    assert_eq!(err, "28", "ENOSPC after {total} bytes");
+    assert!(total <= IOFS_BOUND, "{total} bytes written");
+    // What the host holds for it.
+    let inst = instance_dir(s.iofs.path(), &id).await;
+    let held: u64 = std::fs::read_dir(&inst)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .sum();
+    assert!(held <= IOFS_BOUND, "the host holds {held} bytes");
+    assert_eq!(mounts_under(s.iofs.path()), [inst.display().to_string()]);
+    // Still serving.
+    let a = s.invoke(&f, "again").await;
+    assert_eq!((a.status, a.body.as_str()), (200, "ok"), "{a:?}");
+    let a = s.invoke(&f, "mountinfo").await;
+    assert_eq!(a.status, 200, "{a:?}");
+    // The last mount there is the one the function sees.
+    let iofs_line = a
+        .body
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some("/tmp/iofs"))
+        .unwrap_or_else(|| panic!("no /tmp/iofs mount: {}", a.body));
+    assert_eq!(iofs_line.split(' ').nth(3), Some("/"), "{iofs_line}");
+    assert!(
+        !a.body.contains(&id) && !a.body.contains(&*s.iofs.path().to_string_lossy()),
+        "the sandbox sees host paths of the iofs area: {}",
+        a.body
+    );
+    let iofs = s.iofs.path().to_path_buf();
+    s.stop_and_check_clean(&id, &[d.dir.path()]).await;
+    assert!(mounts_under(&iofs).is_empty(), "mounts left");
+}
+
+/// A container's /tmp/iofs is the host's bounded tmpfs too: 64 MiB written
+/// into it from inside stop at the bound, and the function still serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_iofs_dir_is_a_small_tmpfs() {
+    let image = std::env::var("FNRS_TEST_DOCKER_IMAGE_PYTHON")
+        .expect("FNRS_TEST_DOCKER_IMAGE_PYTHON: run scripts/docker-setup.sh and source its env.sh");
+    let s = Srv::start().await;
+    let id = s.server_id().await;
+    let f = s.func("py-docker", &image, json!({})).await;
+    let a = s.invoke(&f, r#"{"name":"a"}"#).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter"])
+        .arg(format!("label=fnrs.server={id}"))
+        .output()
+        .unwrap();
+    let cid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !cid.is_empty() && !cid.contains('\n'),
+        "one container: {cid:?}"
+    );
+    let out = std::process::Command::new("docker")
+        .args([
+            "exec",
+            &cid,
+            "dd",
+            "if=/dev/zero",
+            "of=/tmp/iofs/big",
+            "bs=64k",
+            "count=1024",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("No space left"),
+        "{err}"
+    );
+    let inst = instance_dir(s.iofs.path(), &id).await;
+    let big = std::fs::metadata(inst.join("big")).unwrap();
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&big) * 512 <= IOFS_BOUND,
+        "the host holds {} bytes",
+        big.len()
+    );
+    let a = s.invoke(&f, r#"{"name":"b"}"#).await;
+    assert_eq!(a.status, 200, "still serving: {a:?}");
+    let iofs = s.iofs.path().to_path_buf();
+    drop(s);
+    assert!(mounts_under(&iofs).is_empty(), "mounts left");
+}

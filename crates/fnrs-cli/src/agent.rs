@@ -134,13 +134,17 @@ impl AgentArgs {
         }
     }
 
-    fn process_config(&self, cgroup_parent: String) -> ProcessDriverConfig {
+    /// The process driver's settings: the flags above, and the `FN_PROCESS_*`
+    /// variables without a flag (pool size, seccomp, bwrap path, limits).
+    fn process_config(&self, cgroup_parent: String) -> anyhow::Result<ProcessDriverConfig> {
         let list = |s: &Option<String>| {
             s.as_deref()
                 .map(fnrs_driver_process::parse_path_list)
                 .unwrap_or_default()
         };
-        ProcessDriverConfig {
+        let from_env = ProcessDriverConfig::from_lookup(|k| std::env::var(k).ok())
+            .map_err(|e| anyhow::anyhow!("process driver: {e}"))?;
+        Ok(ProcessDriverConfig {
             sandbox: self.process_sandbox,
             network: self.process_network,
             roots: list(&self.process_roots),
@@ -150,8 +154,8 @@ impl AgentArgs {
             uid: self.process_uid,
             gid: self.process_gid,
             cgroup_parent,
-            ..ProcessDriverConfig::default()
-        }
+            ..from_env
+        })
     }
 }
 
@@ -167,7 +171,7 @@ pub async fn start_agent(
 ) -> anyhow::Result<Arc<Agent>> {
     let server_id = fnrs_model::new_id();
     let config = args.agent_config(max_request_size, &server_id);
-    let process = ProcessDriver::new(args.process_config(format!("{CGROUP_ROOT}/{server_id}")))
+    let process = ProcessDriver::new(args.process_config(format!("{CGROUP_ROOT}/{server_id}"))?)
         .map_err(|e| anyhow::anyhow!("process driver: {e}"))?;
     let docker = docker_driver(args, &server_id, &config.lock_dir)?;
     // The process driver runs `file://` images, Docker everything else.

@@ -387,16 +387,16 @@ fn filler() -> FnDir {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_iofs_dir_is_a_small_tmpfs() {
     // A prebuilt sandbox gets it by mount propagation.
-    iofs_tmpfs_bounds_the_function(&[]).await;
+    iofs_tmpfs_bounds_the_function(&[], true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_iofs_dir_is_a_small_tmpfs_without_the_pool() {
     // bwrap binds it.
-    iofs_tmpfs_bounds_the_function(&[("FN_PROCESS_POOL_SIZE", "0")]).await;
+    iofs_tmpfs_bounds_the_function(&[("FN_PROCESS_POOL_SIZE", "0")], false).await;
 }
 
-async fn iofs_tmpfs_bounds_the_function(env: &[(&str, &str)]) {
+async fn iofs_tmpfs_bounds_the_function(env: &[(&str, &str)], pooled: bool) {
     let s = Srv::start_with(env).await;
     let id = s.server_id().await;
     let d = filler();
@@ -429,6 +429,12 @@ async fn iofs_tmpfs_bounds_the_function(env: &[(&str, &str)]) {
         .rfind(|l| l.split(' ').nth(4) == Some("/tmp/iofs"))
         .unwrap_or_else(|| panic!("no /tmp/iofs mount: {}", a.body));
     assert_eq!(iofs_line.split(' ').nth(3), Some("/"), "{iofs_line}");
+    assert_eq!(
+        a.body.contains(" - tmpfs fnrs-pool "),
+        pooled,
+        "a prebuilt sandbox iff pooled: {}",
+        a.body
+    );
     assert!(
         !a.body.contains(&id) && !a.body.contains(&*s.iofs.path().to_string_lossy()),
         "the sandbox sees host paths of the iofs area: {}",

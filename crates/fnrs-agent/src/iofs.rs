@@ -54,14 +54,24 @@ impl ServerLock {
             .mode(0o755)
             .create(dir)?;
         let path = dir.join(format!("{server_id}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| io::Error::from(e))?;
-        Ok(Self { path, _lock: lock })
+        // Another server may remove the file as a dead server's between our
+        // open and our lock: then lock a new one.
+        for _ in 0..8 {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+                .map_err(|(_, e)| io::Error::from(e))?;
+            if still_linked(&lock, &path) {
+                return Ok(Self { path, _lock: lock });
+            }
+        }
+        Err(io::Error::other(format!(
+            "{} keeps being removed",
+            path.display()
+        )))
     }
 }
 
@@ -69,6 +79,49 @@ impl Drop for ServerLock {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// Whether `path` still names the file `f` has open.
+fn still_linked(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// The servers known to have stopped on this machine: their lock file in
+/// `lock_dir` is free. Taken before their leftovers are cleaned, so that
+/// only their locks are removed afterwards ([`remove_dead_locks`]).
+pub fn dead_servers(lock_dir: &Path, me: &str) -> std::collections::BTreeSet<String> {
+    let Ok(rd) = fs::read_dir(lock_dir) else {
+        return Default::default();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".lock")?.to_string();
+            (name != me && server_is_dead(lock_dir, &name)).then_some(name)
+        })
+        .collect()
+}
+
+/// Remove the lock files of `dead` servers (see [`dead_servers`]), each
+/// while holding its lock; returns how many went.
+pub fn remove_dead_locks(lock_dir: &Path, dead: &std::collections::BTreeSet<String>) -> usize {
+    let mut n = 0;
+    for id in dead {
+        let path = lock_dir.join(format!("{id}.lock"));
+        let Ok(f) = OpenOptions::new().write(true).open(&path) else {
+            continue;
+        };
+        let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        if still_linked(&lock, &path) && fs::remove_file(&path).is_ok() {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Whether the server `server_id` is running (holds its lock in `lock_dir`).
@@ -123,6 +176,8 @@ pub(crate) struct IofsRoot {
     /// Mount options of the tmpfs mounted on each instance's directory
     /// (`None`: plain directories).
     tmpfs: Option<String>,
+    /// Stopped servers whose directory could not be removed at start.
+    stale_left: Vec<String>,
 }
 
 /// Flags of every iofs tmpfs: the function needs a socket there, nothing
@@ -316,7 +371,7 @@ impl IofsRoot {
         check_ancestors(&base)?;
         let parent = base.join("fnrs");
         own_dir(&parent, false)?;
-        remove_stale(&parent, server_id, lock_dir);
+        let stale_left = remove_stale(&parent, server_id, lock_dir);
         let dir = parent.join(server_id);
         own_dir(&dir, true)?;
         let tmpfs = match tmpfs {
@@ -335,7 +390,16 @@ impl IofsRoot {
                 }
             },
         };
-        Ok(Self { dir, tmpfs })
+        Ok(Self {
+            dir,
+            tmpfs,
+            stale_left,
+        })
+    }
+
+    /// The servers whose stale iofs directory could not be removed.
+    pub(crate) fn stale_left(&self) -> &[String] {
+        &self.stale_left
     }
 
     /// The tmpfs options in use, if any (for `/health`).
@@ -398,9 +462,10 @@ fn probe_tmpfs(dir: &Path, opts: &str) -> io::Result<()> {
 /// was checked by [`own_dir`]: only this user writes there. Nothing is
 /// followed: an entry that is a symlink is removed itself, and
 /// `remove_dir_all` does not follow links inside.
-fn remove_stale(parent: &Path, me: &str, lock_dir: &Path) {
+fn remove_stale(parent: &Path, me: &str, lock_dir: &Path) -> Vec<String> {
+    let mut failed = Vec::new();
     let Ok(entries) = fs::read_dir(parent) else {
-        return;
+        return failed;
     };
     for entry in entries.flatten() {
         let path = entry.path();
@@ -420,8 +485,10 @@ fn remove_stale(parent: &Path, me: &str, lock_dir: &Path) {
         };
         if let Err(e) = r {
             tracing::warn!(dir = %path.display(), error = %e, "removing a stopped server's iofs dir failed");
+            failed.push(name);
         }
     }
+    failed
 }
 
 /// Remove one instance's directory: unmount its tmpfs (its content goes
@@ -663,6 +730,33 @@ mod tests {
         assert_eq!(
             unescape_mountinfo(r"/a\040b\011c\134d\9x\04"),
             PathBuf::from("/a b\tc\\d\\9x\\04")
+        );
+    }
+
+    #[test]
+    fn only_the_locks_of_servers_dead_before_are_removed() {
+        let locks = tempfile::tempdir().unwrap();
+        let me = ServerLock::acquire(locks.path(), "ME").unwrap();
+        let live = ServerLock::acquire(locks.path(), "LIVE").unwrap();
+        File::create(locks.path().join("DEAD.lock")).unwrap();
+        fs::write(locks.path().join("other.txt"), "").unwrap();
+        let dead = dead_servers(locks.path(), "ME");
+        assert_eq!(dead.iter().collect::<Vec<_>>(), ["DEAD"]);
+        // LIVE stops meanwhile: not judged yet, its lock stays.
+        drop(live);
+        File::create(locks.path().join("LIVE.lock")).unwrap();
+        assert_eq!(remove_dead_locks(locks.path(), &dead), 1);
+        assert!(!locks.path().join("DEAD.lock").exists());
+        assert!(locks.path().join("LIVE.lock").exists());
+        assert!(locks.path().join("ME.lock").exists());
+        assert!(server_is_live(locks.path(), "ME"));
+        // A lock held is never removed, even if named.
+        let all = ["ME".to_string()].into_iter().collect();
+        assert_eq!(remove_dead_locks(locks.path(), &all), 0);
+        drop(me);
+        assert!(
+            !locks.path().join("ME.lock").exists(),
+            "removed at a clean stop"
         );
     }
 

@@ -123,6 +123,9 @@ pub struct Agent {
     in_flight: AtomicUsize,
     idle_now: Notify,
     server_id: String,
+    /// Servers that had stopped when this one started, whose leftovers
+    /// this start removed: their lock files go in [`Agent::remove_dead_locks`].
+    dead: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Agent {
@@ -140,6 +143,10 @@ impl Agent {
                 config.lock_dir.display()
             )
         })?;
+        // Judged before their leftovers go: only these locks are removed
+        // afterwards (a server dying meanwhile keeps its lock until the
+        // next start has cleaned up after it).
+        let dead = iofs::dead_servers(&config.lock_dir, &server_id);
         let iofs = {
             let (base, id, locks) = (
                 config.iofs_path.clone(),
@@ -160,10 +167,27 @@ impl Agent {
                 )
             })?
         };
+        let mut leftovers_cleaned = true;
         for d in &drivers {
-            if let Err(e) = d.cleanup_leftovers().await {
-                tracing::warn!(driver = d.name(), error = %e, "cleaning up leftovers failed");
+            match d.cleanup_leftovers().await {
+                Ok(()) => {}
+                // No engine, nothing it runs to clean (see remove_dead_locks).
+                Err(e @ fnrs_driver::DriverError::Unavailable(_)) => {
+                    tracing::warn!(driver = d.name(), error = %e, "cleaning up leftovers failed");
+                }
+                Err(e) => {
+                    tracing::warn!(driver = d.name(), error = %e, "cleaning up leftovers failed");
+                    leftovers_cleaned = false;
+                }
             }
+        }
+        let mut dead = dead;
+        if !leftovers_cleaned {
+            // Their locks stay: the next start judges them again.
+            dead.clear();
+        }
+        for id in iofs.stale_left() {
+            dead.remove(id);
         }
         let total = capacity::detect_total_memory(config.max_total_memory);
         tracing::info!(total_memory_mb = total / (1024 * 1024), "agent capacity");
@@ -191,9 +215,31 @@ impl Agent {
             in_flight: AtomicUsize::new(0),
             idle_now: Notify::new(),
             server_id,
+            dead: Mutex::new(dead),
         });
         tokio::spawn(reaper(Arc::downgrade(&agent)));
         Ok(agent)
+    }
+
+    /// Remove the lock files of the servers that had stopped when this one
+    /// started, once everything they left is gone: call it after the
+    /// caller's own cleanup of them (cgroups), naming those whose cleanup
+    /// failed in `keep` (their locks stay, for the next start to judge).
+    /// A container engine that was unreachable at start counts as having
+    /// nothing of theirs.
+    pub async fn remove_dead_locks(&self, keep: &std::collections::BTreeSet<String>) {
+        let mut dead = std::mem::take(&mut *self.dead.lock());
+        dead.retain(|id| !keep.contains(id));
+        if dead.is_empty() {
+            return;
+        }
+        let dir = self.config.lock_dir.clone();
+        let n = tokio::task::spawn_blocking(move || iofs::remove_dead_locks(&dir, &dead))
+            .await
+            .unwrap_or(0);
+        if n > 0 {
+            tracing::info!(removed = n, "removed the lock files of stopped servers");
+        }
     }
 
     /// This server run's id (labels, iofs area).

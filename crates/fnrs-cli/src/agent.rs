@@ -179,7 +179,8 @@ pub async fn start_agent(
     let agent = Agent::start(config, store, drivers)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    clean_dead_servers(&server_id).await;
+    let not_cleaned = clean_dead_servers(&server_id).await;
+    agent.remove_dead_locks(&not_cleaned).await;
     match agent.resume_pending().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
@@ -215,8 +216,10 @@ fn docker_driver(
 const LOCKLESS_CGROUP_AGE: Duration = Duration::from_secs(600);
 
 /// Remove the instance cgroups of servers that are not running any more
-/// (their iofs lock is free), killing what is left in them.
-async fn clean_dead_servers(me: &str) {
+/// (their iofs lock is free), killing what is left in them. Returns the
+/// servers whose cgroups could not be removed.
+async fn clean_dead_servers(me: &str) -> std::collections::BTreeSet<String> {
+    let mut failed = std::collections::BTreeSet::new();
     let locks = fnrs_agent::default_lock_dir();
     let mut dead = std::collections::BTreeSet::new();
     for dir in cgroup_roots() {
@@ -249,10 +252,12 @@ async fn clean_dead_servers(me: &str) {
                 tracing::info!(server = %id, instances = n, "removed the cgroups of a stopped server")
             }
             Err(e) => {
-                tracing::warn!(server = %id, error = %e, "removing a stopped server's cgroups failed")
+                tracing::warn!(server = %id, error = %e, "removing a stopped server's cgroups failed");
+                failed.insert(id);
             }
         }
     }
+    failed
 }
 
 /// End the agent (every instance) and remove this server's cgroup parent.

@@ -496,3 +496,29 @@ async fn a_container_iofs_dir_is_a_small_tmpfs() {
     drop(s);
     assert!(mounts_under(&iofs).is_empty(), "mounts left");
 }
+
+/// After kill -9, the next start removes the dead server's leftovers (its
+/// instance's tmpfs and iofs dir, its cgroups), then its lock file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_servers_leftovers_and_lock_go_at_the_next_start() {
+    let mut s = Srv::start().await;
+    let dead = s.server_id().await;
+    let d = filler();
+    let f = s.func("filler", &d.image(), json!({})).await;
+    assert_eq!(s.invoke(&f, "x").await.status, 200);
+    let inst = instance_dir(s.iofs.path(), &dead).await;
+    let lock = Path::new("/run/fnrs").join(format!("{dead}.lock"));
+    s.server.kill9();
+    assert!(lock.exists(), "a killed server leaves its lock file");
+    assert_eq!(mounts_under(s.iofs.path()), [inst.display().to_string()]);
+    s.server.restart().await.expect("restarts");
+    let me = s.server_id().await;
+    assert_ne!(me, dead);
+    assert!(mounts_under(&s.iofs.path().join("fnrs").join(&dead)).is_empty());
+    assert!(!s.iofs.path().join("fnrs").join(&dead).exists());
+    assert!(!lock.exists(), "the dead server's lock file is removed");
+    assert!(Path::new("/run/fnrs").join(format!("{me}.lock")).exists());
+    crate::common::assert_clean(&dead, s.iofs.path(), &[d.dir.path()]).await;
+    s.stop_and_check_clean(&me, &[d.dir.path()]).await;
+    assert!(!Path::new("/run/fnrs").join(format!("{me}.lock")).exists());
+}

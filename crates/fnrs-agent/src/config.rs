@@ -15,7 +15,8 @@ pub struct AgentConfig {
     /// `FN_MAX_TOTAL_MEMORY_BYTES`: cap on memory for instances (detected
     /// otherwise).
     pub max_total_memory: Option<u64>,
-    /// `FN_IOFS_PATH` (the OS temp dir): where iofs directories are made.
+    /// `FN_IOFS_PATH`: where iofs directories are made (the binary's
+    /// default: `/run/fnrs/iofs` as root, else the OS temp dir).
     pub iofs_path: PathBuf,
     /// `FN_IOFS_TMPFS`/`FN_IOFS_OPTS`: mount options of a tmpfs mounted on
     /// each instance's iofs directory, bounding what a function can write

@@ -5,8 +5,15 @@
 //! Every server holds an exclusive `flock` on `<lock dir>/<server id>.lock`
 //! for its whole life; the lock dir is machine-wide (`/run/fnrs` by default),
 //! because what servers leave behind (cgroups, containers) is too. Each server
-//! owns `<FN_IOFS_PATH>/fnrs/<server id>/`; at start, the directories of
-//! servers whose lock is free (they crashed) are removed.
+//! owns `<FN_IOFS_PATH>/fnrs/<server id>/` (`/run/fnrs/iofs` by default as
+//! root); at start, the directories of servers whose lock is free (they
+//! crashed) are unmounted and removed, then their lock files.
+//!
+//! Functions write into their iofs directory, so nothing there is trusted:
+//! `fnrs` and the server's directory must be real directories of the
+//! server's user that nobody else can change, nothing is followed when
+//! removing, and as root each instance's directory is a small tmpfs of its
+//! own (`FN_IOFS_TMPFS`, `FN_IOFS_OPTS`) that bounds what it can write.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;

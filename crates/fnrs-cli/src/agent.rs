@@ -120,7 +120,12 @@ impl AgentArgs {
             iofs_path: self.iofs_path(),
             iofs_tmpfs: self
                 .iofs_tmpfs
-                .unwrap_or_else(fnrs_agent::running_as_root)
+                .unwrap_or_else(|| {
+                    // A server in a container: the engine would not see a
+                    // tmpfs mounted in there.
+                    fnrs_agent::running_as_root()
+                        && std::env::var_os(fnrs_driver_docker::ENV_IOFS_DOCKER_PATH).is_none()
+                })
                 .then(|| self.iofs_opts.clone()),
             iofs_tmpfs_required: self.iofs_tmpfs == Some(true),
             max_response_size: self.max_response_size,
@@ -203,6 +208,12 @@ fn docker_driver(
     let mut dc = DockerDriverConfig::from_lookup(|k| std::env::var(k).ok())
         .map_err(|e| anyhow::anyhow!("docker driver: {e}"))?;
     dc.server_id = server_id.to_string();
+    // The agent's iofs paths are under its (default, canonical) base.
+    if let Some((_, docker_base)) = dc.iofs_translate.take() {
+        let base = args.iofs_path();
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        dc.iofs_translate = Some((base, docker_base));
+    }
     dc.max_pids = u64::from(args.max_pids);
     let lock_dir = lock_dir.to_path_buf();
     // Containers are removed only for servers known to have stopped on this

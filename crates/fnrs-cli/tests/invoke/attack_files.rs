@@ -398,6 +398,10 @@ async fn an_instance_iofs_dir_is_a_small_tmpfs_without_the_pool() {
 
 async fn iofs_tmpfs_bounds_the_function(env: &[(&str, &str)], pooled: bool) {
     let s = Srv::start_with(env).await;
+    assert_eq!(
+        s.health().await["invoker"]["iofs_tmpfs"],
+        "size=1m,nr_inodes=64,mode=0777"
+    );
     let id = s.server_id().await;
     let d = filler();
     let f = s.func("filler", &d.image(), json!({})).await;
@@ -521,4 +525,20 @@ async fn a_killed_servers_leftovers_and_lock_go_at_the_next_start() {
     crate::common::assert_clean(&dead, s.iofs.path(), &[d.dir.path()]).await;
     s.stop_and_check_clean(&me, &[d.dir.path()]).await;
     assert!(!Path::new("/run/fnrs").join(format!("{me}.lock")).exists());
+}
+
+/// A server in a container (`FN_IOFS_DOCKER_PATH`) keeps plain iofs
+/// directories by default: the engine would not see its tmpfs mounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fn_iofs_docker_path_no_tmpfs_by_default() {
+    let image = std::env::var("FNRS_TEST_DOCKER_IMAGE_PYTHON")
+        .expect("FNRS_TEST_DOCKER_IMAGE_PYTHON: run scripts/docker-setup.sh and source its env.sh");
+    let base = crate::common::iofs_base();
+    let path = base.path().display().to_string();
+    let s = Srv::start_in(base, &[("FN_IOFS_DOCKER_PATH", &path)]).await;
+    assert_eq!(s.health().await["invoker"]["iofs_tmpfs"], json!(null));
+    let f = s.func("py-docker", &image, json!({})).await;
+    let a = s.invoke(&f, r#"{"name":"a"}"#).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(mounts_under(s.iofs.path()).is_empty());
 }

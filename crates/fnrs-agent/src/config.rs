@@ -15,8 +15,16 @@ pub struct AgentConfig {
     /// `FN_MAX_TOTAL_MEMORY_BYTES`: cap on memory for instances (detected
     /// otherwise).
     pub max_total_memory: Option<u64>,
-    /// `FN_IOFS_PATH` (the OS temp dir): where iofs directories are made.
+    /// `FN_IOFS_PATH`: where iofs directories are made (the binary's
+    /// default: `/run/fnrs/iofs` as root, else the OS temp dir).
     pub iofs_path: PathBuf,
+    /// `FN_IOFS_TMPFS`/`FN_IOFS_OPTS`: mount options of a tmpfs mounted on
+    /// each instance's iofs directory, bounding what a function can write
+    /// there (`None`: plain directories).
+    pub iofs_tmpfs: Option<String>,
+    /// Refuse to start when that tmpfs cannot be mounted (else warn and use
+    /// plain directories).
+    pub iofs_tmpfs_required: bool,
     /// `FN_MAX_RESPONSE_SIZE` (0 = unlimited): function response body bytes.
     pub max_response_size: u64,
     /// `FN_MAX_HDR_RESPONSE_SIZE` (0 = 10 MiB): function response header bytes.
@@ -45,6 +53,8 @@ impl Default for AgentConfig {
             max_queue_wait: Duration::from_millis(30_000),
             max_total_memory: None,
             iofs_path: std::env::temp_dir(),
+            iofs_tmpfs: None,
+            iofs_tmpfs_required: false,
             max_response_size: 0,
             max_hdr_response_size: 0,
             max_log_size: 1024 * 1024,

@@ -32,7 +32,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use config::AgentConfig;
-pub use iofs::{ServerLock, default_lock_dir, server_is_dead, server_is_live};
+pub use iofs::{
+    ServerLock, default_iofs_base, default_lock_dir, running_as_root, server_is_dead,
+    server_is_live,
+};
 
 use body::CallBody;
 use capacity::{Capacity, Reservation};
@@ -120,6 +123,9 @@ pub struct Agent {
     in_flight: AtomicUsize,
     idle_now: Notify,
     server_id: String,
+    /// Servers that had stopped when this one started, whose leftovers
+    /// this start removed: their lock files go in [`Agent::remove_dead_locks`].
+    dead: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Agent {
@@ -137,17 +143,51 @@ impl Agent {
                 config.lock_dir.display()
             )
         })?;
-        let iofs =
-            IofsRoot::create(&config.iofs_path, &server_id, &config.lock_dir).map_err(|e| {
+        // Judged before their leftovers go: only these locks are removed
+        // afterwards (a server dying meanwhile keeps its lock until the
+        // next start has cleaned up after it).
+        let dead = iofs::dead_servers(&config.lock_dir, &server_id);
+        let iofs = {
+            let (base, id, locks) = (
+                config.iofs_path.clone(),
+                server_id.clone(),
+                config.lock_dir.clone(),
+            );
+            let (tmpfs, required) = (config.iofs_tmpfs.clone(), config.iofs_tmpfs_required);
+            tokio::task::spawn_blocking(move || {
+                IofsRoot::create(&base, &id, &locks, tmpfs.as_deref(), required)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| {
                 format!(
                     "cannot use FN_IOFS_PATH {}: {e}",
                     config.iofs_path.display()
                 )
-            })?;
+            })?
+        };
+        let mut leftovers_cleaned = true;
         for d in &drivers {
-            if let Err(e) = d.cleanup_leftovers().await {
-                tracing::warn!(driver = d.name(), error = %e, "cleaning up leftovers failed");
+            match d.cleanup_leftovers().await {
+                Ok(()) => {}
+                // No engine, nothing it runs to clean (see remove_dead_locks).
+                Err(e @ fnrs_driver::DriverError::Unavailable(_)) => {
+                    tracing::warn!(driver = d.name(), error = %e, "cleaning up leftovers failed");
+                }
+                Err(e) => {
+                    tracing::warn!(driver = d.name(), error = %e, "cleaning up leftovers failed");
+                    leftovers_cleaned = false;
+                }
             }
+        }
+        let mut dead = dead;
+        if !leftovers_cleaned {
+            // Their locks stay: the next start judges them again.
+            dead.clear();
+        }
+        for id in iofs.stale_left() {
+            dead.remove(id);
         }
         let total = capacity::detect_total_memory(config.max_total_memory);
         tracing::info!(total_memory_mb = total / (1024 * 1024), "agent capacity");
@@ -175,9 +215,31 @@ impl Agent {
             in_flight: AtomicUsize::new(0),
             idle_now: Notify::new(),
             server_id,
+            dead: Mutex::new(dead),
         });
         tokio::spawn(reaper(Arc::downgrade(&agent)));
         Ok(agent)
+    }
+
+    /// Remove the lock files of the servers that had stopped when this one
+    /// started, once everything they left is gone: call it after the
+    /// caller's own cleanup of them (cgroups), naming those whose cleanup
+    /// failed in `keep` (their locks stay, for the next start to judge).
+    /// A container engine that was unreachable at start counts as having
+    /// nothing of theirs.
+    pub async fn remove_dead_locks(&self, keep: &std::collections::BTreeSet<String>) {
+        let mut dead = std::mem::take(&mut *self.dead.lock());
+        dead.retain(|id| !keep.contains(id));
+        if dead.is_empty() {
+            return;
+        }
+        let dir = self.config.lock_dir.clone();
+        let n = tokio::task::spawn_blocking(move || iofs::remove_dead_locks(&dir, &dead))
+            .await
+            .unwrap_or(0);
+        if n > 0 {
+            tracing::info!(removed = n, "removed the lock files of stopped servers");
+        }
     }
 
     /// This server run's id (labels, iofs area).
@@ -207,6 +269,7 @@ impl Agent {
             "memory_total_bytes": self.capacity.total(),
             "memory_used_bytes": self.capacity.used(),
             "instances": self.live.lock().len(),
+            "iofs_tmpfs": self.iofs.tmpfs(),
         })
     }
 
@@ -472,7 +535,11 @@ impl Agent {
         let id = fnrs_model::new_id();
         let http_stream = pool.format == Format::HttpStream;
         let iofs_dir = if http_stream {
-            Some(self.iofs.instance_dir(&id).map_err(|e| {
+            let made = tokio::task::spawn_blocking(self.iofs.instance_dir_job(&id))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+            Some(made.map_err(|e| {
                 tracing::error!(error = %e, "creating iofs dir failed");
                 Error::INTERNAL
             })?)
@@ -499,8 +566,8 @@ impl Agent {
         let started = match driver.start(spec).await {
             Ok(i) => i,
             Err(e) => {
-                if let Some(d) = &iofs_dir {
-                    iofs::remove_dir(d);
+                if let Some(d) = iofs_dir {
+                    let _ = tokio::task::spawn_blocking(move || iofs::remove_dir(&d)).await;
                 }
                 return Err(driver_error(e));
             }
@@ -884,7 +951,8 @@ impl Agent {
     ) {
         inst.destroy().await;
         if let Some(d) = iofs_dir {
-            iofs::remove_dir(d);
+            let d = d.to_path_buf();
+            let _ = tokio::task::spawn_blocking(move || iofs::remove_dir(&d)).await;
         }
         self.live.lock().remove(id);
     }
@@ -924,8 +992,11 @@ impl Agent {
         for i in live {
             i.destroy().await;
         }
+        for d in &self.drivers {
+            d.shutdown().await;
+        }
         self.recorder.close().await;
-        self.iofs.remove_all();
+        let _ = tokio::task::spawn_blocking(self.iofs.remove_all_job()).await;
     }
 
     /// Number of live instances (for tests and health).

@@ -23,6 +23,12 @@ pub const ENV_MAX_QUEUE_WAIT_MSECS: &str = "FN_MAX_QUEUE_WAIT_MSECS";
 pub const ENV_MAX_TOTAL_MEMORY_BYTES: &str = "FN_MAX_TOTAL_MEMORY_BYTES";
 /// Where iofs directories are made.
 pub const ENV_IOFS_PATH: &str = "FN_IOFS_PATH";
+/// Mount a tmpfs on each instance's iofs directory (Fn's name).
+pub const ENV_IOFS_TMPFS: &str = "FN_IOFS_TMPFS";
+/// Mount options of that tmpfs (Fn's name).
+pub const ENV_IOFS_OPTS: &str = "FN_IOFS_OPTS";
+/// The default of [`ENV_IOFS_OPTS`]: room for the socket, not for data.
+pub const DEFAULT_IOFS_OPTS: &str = "size=1m,nr_inodes=64,mode=0777";
 /// Largest function response body, in bytes (0 = no limit).
 pub const ENV_MAX_RESPONSE_SIZE: &str = "FN_MAX_RESPONSE_SIZE";
 /// Largest function response head, in bytes (0 = 10 MiB).
@@ -46,9 +52,17 @@ pub struct AgentArgs {
     /// Memory for instances in bytes [default: detected, cgroup-aware].
     #[arg(long, env = ENV_MAX_TOTAL_MEMORY_BYTES)]
     pub max_total_memory_bytes: Option<u64>,
-    /// Directory for the instances' iofs directories [default: the temp dir].
+    /// Directory for the instances' iofs directories [default: /run/fnrs/iofs
+    /// as root, else the temp dir].
     #[arg(long, env = ENV_IOFS_PATH)]
     pub iofs_path: Option<PathBuf>,
+    /// Mount a small tmpfs on each instance's iofs directory, bounding what
+    /// a function can write there [default: true as root, else false].
+    #[arg(long, env = ENV_IOFS_TMPFS)]
+    pub iofs_tmpfs: Option<bool>,
+    /// Mount options of the iofs tmpfs (always nosuid, nodev, noexec).
+    #[arg(long, env = ENV_IOFS_OPTS, default_value = DEFAULT_IOFS_OPTS)]
+    pub iofs_opts: String,
     /// Largest function response body in bytes (0 = no limit).
     #[arg(long, env = ENV_MAX_RESPONSE_SIZE, default_value_t = 0)]
     pub max_response_size: u64,
@@ -101,7 +115,9 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     fn iofs_path(&self) -> PathBuf {
-        self.iofs_path.clone().unwrap_or_else(std::env::temp_dir)
+        self.iofs_path
+            .clone()
+            .unwrap_or_else(fnrs_agent::default_iofs_base)
     }
 
     fn agent_config(&self, max_request_size: u64, server_id: &str) -> AgentConfig {
@@ -110,6 +126,16 @@ impl AgentArgs {
             max_queue_wait: Duration::from_millis(self.max_queue_wait_msecs),
             max_total_memory: self.max_total_memory_bytes,
             iofs_path: self.iofs_path(),
+            iofs_tmpfs: self
+                .iofs_tmpfs
+                .unwrap_or_else(|| {
+                    // A server in a container: the engine would not see a
+                    // tmpfs mounted in there.
+                    fnrs_agent::running_as_root()
+                        && std::env::var_os(fnrs_driver_docker::ENV_IOFS_DOCKER_PATH).is_none()
+                })
+                .then(|| self.iofs_opts.clone()),
+            iofs_tmpfs_required: self.iofs_tmpfs == Some(true),
             max_response_size: self.max_response_size,
             max_hdr_response_size: self.max_hdr_response_size,
             max_log_size: self.max_log_size_bytes,
@@ -121,13 +147,17 @@ impl AgentArgs {
         }
     }
 
-    fn process_config(&self, cgroup_parent: String) -> ProcessDriverConfig {
+    /// The process driver's settings: the flags above, and the `FN_PROCESS_*`
+    /// variables without a flag (pool size, seccomp, bwrap path, limits).
+    fn process_config(&self, cgroup_parent: String) -> anyhow::Result<ProcessDriverConfig> {
         let list = |s: &Option<String>| {
             s.as_deref()
                 .map(fnrs_driver_process::parse_path_list)
                 .unwrap_or_default()
         };
-        ProcessDriverConfig {
+        let from_env = ProcessDriverConfig::from_lookup(|k| std::env::var(k).ok())
+            .map_err(|e| anyhow::anyhow!("process driver: {e}"))?;
+        Ok(ProcessDriverConfig {
             sandbox: self.process_sandbox,
             network: self.process_network,
             pasta: self.process_pasta.clone(),
@@ -139,8 +169,8 @@ impl AgentArgs {
             uid: self.process_uid,
             gid: self.process_gid,
             cgroup_parent,
-            ..ProcessDriverConfig::default()
-        }
+            ..from_env
+        })
     }
 }
 
@@ -156,7 +186,7 @@ pub async fn start_agent(
 ) -> anyhow::Result<Arc<Agent>> {
     let server_id = fnrs_model::new_id();
     let config = args.agent_config(max_request_size, &server_id);
-    let process = ProcessDriver::new(args.process_config(format!("{CGROUP_ROOT}/{server_id}")))
+    let process = ProcessDriver::new(args.process_config(format!("{CGROUP_ROOT}/{server_id}"))?)
         .map_err(|e| anyhow::anyhow!("process driver: {e}"))?;
     let docker = docker_driver(args, &server_id, &config.lock_dir)?;
     // The process driver runs `file://` images, Docker everything else.
@@ -164,7 +194,8 @@ pub async fn start_agent(
     let agent = Agent::start(config, store, drivers)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    clean_dead_servers(&server_id).await;
+    let not_cleaned = clean_dead_servers(&server_id).await;
+    agent.remove_dead_locks(&not_cleaned).await;
     match agent.resume_pending().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
@@ -187,6 +218,12 @@ fn docker_driver(
     let mut dc = DockerDriverConfig::from_lookup(|k| std::env::var(k).ok())
         .map_err(|e| anyhow::anyhow!("docker driver: {e}"))?;
     dc.server_id = server_id.to_string();
+    // The agent's iofs paths are under its (default, canonical) base.
+    if let Some((_, docker_base)) = dc.iofs_translate.take() {
+        let base = args.iofs_path();
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        dc.iofs_translate = Some((base, docker_base));
+    }
     dc.max_pids = u64::from(args.max_pids);
     let lock_dir = lock_dir.to_path_buf();
     // Containers are removed only for servers known to have stopped on this
@@ -200,8 +237,10 @@ fn docker_driver(
 const LOCKLESS_CGROUP_AGE: Duration = Duration::from_secs(600);
 
 /// Remove the instance cgroups of servers that are not running any more
-/// (their iofs lock is free), killing what is left in them.
-async fn clean_dead_servers(me: &str) {
+/// (their iofs lock is free), killing what is left in them. Returns the
+/// servers whose cgroups could not be removed.
+async fn clean_dead_servers(me: &str) -> std::collections::BTreeSet<String> {
+    let mut failed = std::collections::BTreeSet::new();
     let locks = fnrs_agent::default_lock_dir();
     let mut dead = std::collections::BTreeSet::new();
     for dir in cgroup_roots() {
@@ -234,10 +273,12 @@ async fn clean_dead_servers(me: &str) {
                 tracing::info!(server = %id, instances = n, "removed the cgroups of a stopped server")
             }
             Err(e) => {
-                tracing::warn!(server = %id, error = %e, "removing a stopped server's cgroups failed")
+                tracing::warn!(server = %id, error = %e, "removing a stopped server's cgroups failed");
+                failed.insert(id);
             }
         }
     }
+    failed
 }
 
 /// End the agent (every instance) and remove this server's cgroup parent.

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage apps.
     Apps {
         #[command(flatten)]
@@ -139,7 +139,14 @@ fn main() -> std::process::ExitCode {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(serve::run(args)))
+                .and_then(|rt| {
+                    let r = rt.block_on(serve::run(*args));
+                    // A blocking thread stuck on a hung file system (a fn's
+                    // directory, abandoned after its time limit) must not
+                    // keep the server from exiting.
+                    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+                    r
+                })
         }
         other => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -893,6 +893,7 @@ impl Driver for DockerDriver {
             .await
             .map_err(|e| self.engine_error("listing containers", e))?;
         let mut live_cache: HashMap<String, bool> = HashMap::new();
+        let mut failed = 0;
         for c in list {
             let Some(server) = c.labels.as_ref().and_then(|l| l.get(LABEL_SERVER)).cloned() else {
                 continue;
@@ -910,7 +911,14 @@ impl Driver for DockerDriver {
             tracing::info!(container = %cid, server = %server, "removing leftover container");
             if let Err(e) = DockerDriver::force_remove(&docker, &cid).await {
                 tracing::warn!(container = %cid, error = %e, "removing leftover container failed");
+                failed += 1;
             }
+        }
+        if failed > 0 {
+            // The servers' locks must stay for the next start to retry.
+            return Err(DriverError::Internal(format!(
+                "{failed} leftover containers could not be removed"
+            )));
         }
         Ok(())
     }

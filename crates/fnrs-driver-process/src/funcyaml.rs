@@ -66,28 +66,99 @@ fn bad(msg: String) -> DriverError {
     DriverError::BadImage(format!("Invalid {FUNC_YAML}: {msg}"))
 }
 
-/// Read and parse `<dir>/func.yaml`. Errors are [`DriverError::BadImage`]
-/// with a message naming the file.
-pub fn read_func_yaml(dir: &Path) -> Result<FuncYaml, DriverError> {
+/// Read and parse `<dir>/func.yaml` (`dir` canonical), as `reader` (the
+/// sandbox's uid/gid, when the server drops to one) could: no symlink on
+/// the way (see [`crate::image::open_dir`]), only a regular file of at most
+/// 1 MiB that `reader` may read, opened without blocking (a FIFO). Errors
+/// are [`DriverError::BadImage`] naming the file, never showing its content.
+pub fn read_func_yaml(dir: &Path, reader: Option<(u32, u32)>) -> Result<FuncYaml, DriverError> {
+    let image = format!("file://{}", dir.display());
+    let dir_fd = crate::image::open_dir(&image, dir, reader)?;
+    read_func_yaml_at(&dir_fd, dir, reader)
+}
+
+/// [`read_func_yaml`] in a directory already opened (and checked).
+pub(crate) fn read_func_yaml_at(
+    dir_fd: &std::fs::File,
+    dir: &Path,
+    reader: Option<(u32, u32)>,
+) -> Result<FuncYaml, DriverError> {
+    use std::io::Read;
     let path = dir.join(FUNC_YAML);
-    if let Ok(md) = std::fs::metadata(&path)
-        && md.len() > MAX_FUNC_YAML
-    {
+    let cannot =
+        |e: std::io::Error| DriverError::BadImage(format!("Cannot read {}: {e}", path.display()));
+    let fd = nix::fcntl::openat(
+        dir_fd,
+        FUNC_YAML,
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_NONBLOCK
+            | nix::fcntl::OFlag::O_NOCTTY
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::ELOOP => DriverError::BadImage(format!(
+            "{} is a symbolic link: it must be a regular file in the function's directory",
+            path.display()
+        )),
+        e => cannot(std::io::Error::from(e)),
+    })?;
+    let file = std::fs::File::from(fd);
+    let md = file.metadata().map_err(cannot)?;
+    if !md.file_type().is_file() {
         return Err(DriverError::BadImage(format!(
-            "{} is larger than {MAX_FUNC_YAML} bytes",
+            "{} is not a regular file",
             path.display()
         )));
     }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| DriverError::BadImage(format!("Cannot read {}: {e}", path.display())))?;
+    if let Some((uid, _)) = reader
+        && !crate::image::allowed_fd(&file, reader, 0o4).map_err(cannot)?
+    {
+        return Err(DriverError::BadImage(format!(
+            "{} is not readable by uid {uid}: {}",
+            path.display(),
+            crate::image::access_hint()
+        )));
+    }
+    if md.len() > MAX_FUNC_YAML {
+        return Err(too_large(&path));
+    }
+    // Bounded even if the file grows meanwhile.
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    file.take(MAX_FUNC_YAML + 1)
+        .read_to_end(&mut buf)
+        .map_err(cannot)?;
+    if buf.len() as u64 > MAX_FUNC_YAML {
+        return Err(too_large(&path));
+    }
+    let text = String::from_utf8(buf)
+        .map_err(|_| DriverError::BadImage(format!("{} is not UTF-8 text", path.display())))?;
     if text.trim().is_empty() {
         return Err(DriverError::BadImage(format!(
             "{} is empty",
             path.display()
         )));
     }
-    serde_saphyr::from_str::<FuncYaml>(&text)
-        .map_err(|e| DriverError::BadImage(format!("Invalid {}: {e}", path.display())))
+    // The parser's messages quote the input (snippets, offending values):
+    // only the position is passed on.
+    serde_saphyr::from_str::<FuncYaml>(&text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
+            .unwrap_or_default();
+        DriverError::BadImage(format!(
+            "Invalid {}: not YAML or a field of the wrong type{at}",
+            path.display()
+        ))
+    })
+}
+
+fn too_large(path: &Path) -> DriverError {
+    DriverError::BadImage(format!(
+        "{} is larger than {MAX_FUNC_YAML} bytes",
+        path.display()
+    ))
 }
 
 /// Split a command line into words like a POSIX shell does for a simple
@@ -215,23 +286,107 @@ mod tests {
         assert!(matches!(err, DriverError::BadImage(m) if m.contains("no entrypoint")));
     }
 
+    /// Runs `f` on a thread; fails the test if it does not return within
+    /// 20 s (a read that blocks on a FIFO never would).
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("reading func.yaml hung")
+    }
+
+    fn read(dir: &Path) -> Result<FuncYaml, DriverError> {
+        let dir = dir.to_path_buf();
+        bounded(move || read_func_yaml(&dir, None))
+    }
+
+    fn bad_image(r: Result<FuncYaml, DriverError>) -> String {
+        match r {
+            Err(DriverError::BadImage(m)) => m,
+            other => panic!("expected BadImage, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join(FUNC_YAML),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let m = bad_image(read(dir.path()));
+        assert!(m.contains("not a regular file"), "{m}");
+    }
+
+    #[test]
+    fn a_symlink_is_refused_even_to_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join(FUNC_YAML)).unwrap();
+        let m = bad_image(read(dir.path()));
+        assert!(m.contains("symbolic link"), "{m}");
+    }
+
+    #[test]
+    fn content_is_never_echoed() {
+        use std::os::unix::fs::PermissionsExt;
+        // A world-readable secret in a directory only its owner may enter.
+        let vault = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(vault.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let secret = vault.path().join("secret.txt");
+        std::fs::write(&secret, "TOPSECRET-first-line\nTOPSECRET: second\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join(FUNC_YAML)).unwrap();
+        let m = bad_image(read(dir.path()));
+        assert!(!m.contains("TOPSECRET"), "{m}");
+        // Nor the content of a regular func.yaml that does not parse.
+        let dir = tempfile::tempdir().unwrap();
+        for text in [
+            "TOPSECRET-first-line\n",
+            "entrypoint: ./x\nmemory: TOPSECRET\n",
+            "entrypoint: [TOPSECRET\n",
+            "format: {TOPSECRET: 1}\n",
+        ] {
+            std::fs::write(dir.path().join(FUNC_YAML), text).unwrap();
+            let m = bad_image(read(dir.path()));
+            assert!(!m.contains("TOPSECRET"), "{text:?}: {m}");
+            assert!(m.contains("line "), "{text:?}: the position helps: {m}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join(FUNC_YAML)).unwrap();
+        f.set_len(MAX_FUNC_YAML + 1).unwrap();
+        let m = bad_image(read(dir.path()));
+        assert!(m.contains("larger than"), "{m}");
+        // Exactly at the bound is read (and then fails to parse: NULs).
+        f.set_len(MAX_FUNC_YAML).unwrap();
+        let m = bad_image(read(dir.path()));
+        assert!(!m.contains("larger than"), "{m}");
+    }
+
     #[test]
     fn read_reports_missing_and_invalid_files() {
         let dir = std::env::temp_dir().join(format!("fnrs-fy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let err = read_func_yaml(&dir).unwrap_err();
+        let err = read_func_yaml(&dir, None).unwrap_err();
         assert!(
             matches!(&err, DriverError::BadImage(m) if m.contains("Cannot read")),
             "{err}"
         );
         std::fs::write(dir.join(FUNC_YAML), "entrypoint: [unclosed\n").unwrap();
-        let err = read_func_yaml(&dir).unwrap_err();
+        let err = read_func_yaml(&dir, None).unwrap_err();
         assert!(
             matches!(&err, DriverError::BadImage(m) if m.contains("Invalid")),
             "{err}"
         );
         std::fs::write(dir.join(FUNC_YAML), "format: default\nentrypoint: ./x\n").unwrap();
-        let f = read_func_yaml(&dir).unwrap();
+        let f = read_func_yaml(&dir, None).unwrap();
         assert_eq!(f.format.as_deref(), Some("default"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -118,44 +118,87 @@ pub(crate) fn access_problem(path: &Path, uid: u32, gid: u32) -> Option<String> 
     }
 }
 
-/// Check that `uid`/`gid` can reach and list `dir` and read its
-/// `func.yaml`: every ancestor searchable, the directory readable and
-/// searchable. Gives the operator a clear message instead of a function that
-/// fails inside the sandbox.
-pub fn check_access(image: &str, dir: &Path, uid: u32, gid: u32) -> Result<(), DriverError> {
-    let hint = "make it readable by the sandbox user (e.g. chmod o+rx on the directories, o+r on the files) or set FN_PROCESS_UID/FN_PROCESS_GID";
-    for anc in dir.ancestors().skip(1) {
-        let md = std::fs::metadata(anc).map_err(|e| bad(image, e))?;
-        if !allowed(&md, uid, gid, 0o1) {
+const ACCESS_HINT: &str = "make it readable by the sandbox user (e.g. chmod o+rx on the directories, o+r on the files) or set FN_PROCESS_UID/FN_PROCESS_GID";
+
+/// Open the canonical directory `dir` one component at a time from `/`,
+/// never following a symlink (a component swapped for one since
+/// `canonicalize` fails), and check on each opened directory that
+/// `uid`/`gid` may search it, and list `dir` (when `reader` is given). The
+/// answer holds for what was opened, not for whatever the path names later.
+pub(crate) fn open_dir(
+    image: &str,
+    dir: &Path,
+    reader: Option<(u32, u32)>,
+) -> Result<std::fs::File, DriverError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let open_err = |p: &Path, e: std::io::Error| match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => bad(
+            image,
+            format_args!("{} changed into a symbolic link or a file", p.display()),
+        ),
+        _ => bad(image, format_args!("{}: {e}", p.display())),
+    };
+    let mut cur = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open("/")
+        .map_err(|e| open_err(Path::new("/"), e))?;
+    let mut at = PathBuf::from("/");
+    for comp in dir.components() {
+        let std::path::Component::Normal(name) = comp else {
+            continue;
+        };
+        if let Some((uid, _)) = reader
+            && !allowed_fd(&cur, reader, 0o1).map_err(|e| open_err(&at, e))?
+        {
             return Err(bad(
                 image,
                 format_args!(
-                    "directory {} is not searchable by uid {uid}: {hint}",
-                    anc.display()
+                    "directory {} is not searchable by uid {uid}: {ACCESS_HINT}",
+                    at.display()
                 ),
             ));
         }
+        at.push(name);
+        let next = nix::fcntl::openat(
+            &cur,
+            name,
+            nix::fcntl::OFlag::from_bits_truncate(flags),
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| open_err(&at, std::io::Error::from(e)))?;
+        cur = std::fs::File::from(next);
     }
-    let md = std::fs::metadata(dir).map_err(|e| bad(image, e))?;
-    if !allowed(&md, uid, gid, 0o5) {
+    if let Some((uid, _)) = reader
+        && !allowed_fd(&cur, reader, 0o5).map_err(|e| open_err(&at, e))?
+    {
         return Err(bad(
             image,
             format_args!(
-                "directory {} is not readable by uid {uid}: {hint}",
+                "directory {} is not readable by uid {uid}: {ACCESS_HINT}",
                 dir.display()
             ),
         ));
     }
-    let fy = dir.join(crate::funcyaml::FUNC_YAML);
-    if let Ok(md) = std::fs::metadata(&fy)
-        && !allowed(&md, uid, gid, 0o4)
-    {
-        return Err(bad(
-            image,
-            format_args!("{} is not readable by uid {uid}: {hint}", fy.display()),
-        ));
-    }
-    Ok(())
+    Ok(cur)
+}
+
+/// Whether `reader` may do `want` on the open file (always when `None`).
+pub(crate) fn allowed_fd(
+    f: &std::fs::File,
+    reader: Option<(u32, u32)>,
+    want: u32,
+) -> std::io::Result<bool> {
+    let Some((uid, gid)) = reader else {
+        return Ok(true);
+    };
+    Ok(allowed(&f.metadata()?, uid, gid, want))
+}
+
+/// The hint for files the sandbox user cannot read.
+pub(crate) fn access_hint() -> &'static str {
+    ACCESS_HINT
 }
 
 #[cfg(test)]

@@ -370,6 +370,25 @@ impl ProcessDriverConfig {
     }
 }
 
+/// Longest time to resolve an image and read its `func.yaml`.
+pub const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Image resolutions at once on blocking threads.
+const RESOLVE_CONCURRENCY: usize = 32;
+
+/// See [`ProcessDriver::resolve`].
+fn resolve_image_dir(
+    image: &str,
+    roots: &[PathBuf],
+    reader: Option<(u32, u32)>,
+) -> Result<(PathBuf, FuncYaml), DriverError> {
+    let dir = image::resolve_image(image, roots)?;
+    let dir_fd = image::open_dir(image, &dir, reader)?;
+    let fy = funcyaml::read_func_yaml_at(&dir_fd, &dir, reader)?;
+    fy.argv()?;
+    Ok((dir, fy))
+}
+
 /// Runs `file://` images as sandboxed local processes.
 pub struct ProcessDriver {
     config: ProcessDriverConfig,
@@ -381,7 +400,10 @@ pub struct ProcessDriver {
     bwrap: Option<PathBuf>,
     cgroups: Option<cgroup::Cgroups>,
     /// Canonical roots.
-    roots: Vec<PathBuf>,
+    roots: Arc<[PathBuf]>,
+    /// Bounds the image resolutions in progress on blocking threads (one
+    /// stuck on a hung file system keeps its permit).
+    resolving: Arc<tokio::sync::Semaphore>,
     /// Switch to `config.uid`/`gid` in the child (the server is root).
     drop_to: Option<(u32, u32)>,
     /// The part of the bwrap command line that is the same for every
@@ -729,7 +751,8 @@ impl ProcessDriver {
             pasta,
             bwrap,
             cgroups,
-            roots,
+            roots: roots.into(),
+            resolving: Arc::new(tokio::sync::Semaphore::new(RESOLVE_CONCURRENCY)),
             drop_to,
             base_args,
             tmp_size,
@@ -764,15 +787,38 @@ impl ProcessDriver {
 
     /// Resolve and check a `file://` image: allowed root, a directory the
     /// sandbox user can read, a valid `func.yaml` with something to run.
-    /// Returns the canonical directory and the parsed `func.yaml`.
+    /// Returns the canonical directory and the parsed `func.yaml`. Blocks:
+    /// see [`ProcessDriver::resolve_async`].
     pub fn resolve(&self, image: &str) -> Result<(PathBuf, FuncYaml), DriverError> {
-        let dir = image::resolve_image(image, &self.roots)?;
-        if let Some((uid, gid)) = self.drop_to {
-            image::check_access(image, &dir, uid, gid)?;
+        resolve_image_dir(image, &self.roots, self.drop_to)
+    }
+
+    /// [`ProcessDriver::resolve`] on a blocking thread, within
+    /// [`RESOLVE_TIMEOUT`]: the directory and `func.yaml` are the fn
+    /// author's, maybe on a slow or hung file system.
+    pub async fn resolve_async(&self, image: &str) -> Result<(PathBuf, FuncYaml), DriverError> {
+        let slow = || {
+            DriverError::BadImage(format!(
+                "Invalid image {image:?}: reading its directory and {FUNC_YAML} took longer than {} s",
+                RESOLVE_TIMEOUT.as_secs()
+            ))
+        };
+        let deadline = tokio::time::Instant::now() + RESOLVE_TIMEOUT;
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.resolving).acquire_owned())
+            .await
+            .map_err(|_| slow())?
+            .map_err(|_| DriverError::Internal("resolver closed".into()))?;
+        let (img, roots, drop_to) = (image.to_string(), Arc::clone(&self.roots), self.drop_to);
+        let task = tokio::task::spawn_blocking(move || {
+            let r = resolve_image_dir(&img, &roots, drop_to);
+            drop(permit);
+            r
+        });
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(DriverError::Internal(format!("resolving {image:?}: {e}"))),
+            Err(_) => Err(slow()),
         }
-        let fy = read_func_yaml(&dir)?;
-        fy.argv()?;
-        Ok((dir, fy))
     }
 
     fn bwrap_args(
@@ -1102,7 +1148,7 @@ impl Driver for ProcessDriver {
     }
 
     async fn check_image(&self, image: &str) -> Result<(), DriverError> {
-        self.resolve(image).map(|_| ())
+        self.resolve_async(image).await.map(|_| ())
     }
 
     async fn start(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, DriverError> {
@@ -1112,7 +1158,7 @@ impl Driver for ProcessDriver {
                 spec.id
             )));
         }
-        let (dir, fy) = self.resolve(&spec.image)?;
+        let (dir, fy) = self.resolve_async(&spec.image).await?;
         let argv = fy.argv()?;
         if let (Some(iofs), Some((uid, gid))) = (&spec.iofs_dir, self.drop_to)
             && let Some(why) = image::access_problem(iofs, uid, gid)
@@ -1317,6 +1363,14 @@ impl Driver for ProcessDriver {
             p.start_filling();
         }
         Ok(())
+    }
+
+    async fn shutdown(&self) {
+        // Else the filler may make a launcher (and its cgroup) while the
+        // server removes its cgroup parent.
+        if let Some(p) = &self.pool {
+            let _ = tokio::task::spawn_blocking(p.shutdown_fn()).await;
+        }
     }
 
     async fn health(&self) -> serde_json::Value {

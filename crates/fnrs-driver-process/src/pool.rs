@@ -389,16 +389,13 @@ impl Pool {
     /// Stop filling; kill the waiting launchers and remove their cgroups
     /// (on this thread: a few ms, plus the end of a launcher being made).
     pub(crate) fn shutdown(&self) {
-        self.inner.shutdown.store(true, Ordering::Release);
-        self.inner.wake.notify_one();
-        // A launcher being made is discarded by its maker once done.
-        drop(self.inner.making.lock().unwrap_or_else(|e| e.into_inner()));
-        let idle: Vec<Launcher> =
-            std::mem::take(&mut *self.inner.idle.lock().unwrap_or_else(|e| e.into_inner()));
-        for l in idle {
-            discard_now(l);
-        }
-        remove_root_if_unused(&self.inner);
+        shutdown(&self.inner);
+    }
+
+    /// [`Pool::shutdown`] from elsewhere (a blocking thread).
+    pub(crate) fn shutdown_fn(&self) -> impl FnOnce() + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        move || shutdown(&inner)
     }
 
     /// The shared root of prebuilt sandboxes' directories.
@@ -409,6 +406,20 @@ impl Pool {
             .as_ref()
             .map(|p| p.root.as_path())
     }
+}
+
+/// See [`Pool::shutdown`].
+fn shutdown(inner: &Inner) {
+    inner.shutdown.store(true, Ordering::Release);
+    inner.wake.notify_one();
+    // A launcher being made is discarded by its maker once done.
+    drop(inner.making.lock().unwrap_or_else(|e| e.into_inner()));
+    let idle: Vec<Launcher> =
+        std::mem::take(&mut *inner.idle.lock().unwrap_or_else(|e| e.into_inner()));
+    for l in idle {
+        discard_now(l);
+    }
+    remove_root_if_unused(inner);
 }
 
 impl Drop for Pool {
@@ -769,8 +780,8 @@ pub(crate) fn remove_launch_dir(d: &Path) {
 }
 
 /// The shared mount under which prebuilt sandboxes get their directories:
-/// `<run dir>/fnrs-pool/<cgroup parent>`, bound onto itself and made
-/// shared. Whatever an earlier server left there is removed first.
+/// a small tmpfs on `<run dir>/fnrs-pool/<cgroup parent>`, made shared.
+/// Whatever an earlier server left there is removed first.
 pub(crate) fn setup_root(parent: &str) -> io::Result<PathBuf> {
     let root = root_path(parent);
     cleanup_root(&root);
@@ -780,12 +791,15 @@ pub(crate) fn setup_root(parent: &str) -> io::Result<PathBuf> {
     let c = cpath(&root)?;
     // SAFETY: mount(2) on NUL-terminated paths.
     unsafe {
+        // A tmpfs, not a bind of the host's directory: the sandboxes'
+        // mountinfo then shows `/pool-…/iofs`, not the host path with the
+        // server id. Only directories live there.
         if libc::mount(
+            c"fnrs-pool".as_ptr(),
             c.as_ptr(),
-            c.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"mode=0755,size=64k".as_ptr().cast(),
         ) < 0
         {
             return Err(io::Error::last_os_error());

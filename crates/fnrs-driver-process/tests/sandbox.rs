@@ -451,6 +451,50 @@ async fn check_image_enforces_roots_and_access() {
     }
 }
 
+/// `func.yaml` is the fn author's: read as the sandbox user could, never
+/// through a link, never blocking, never echoed.
+#[tokio::test]
+async fn func_yaml_is_read_safely_as_the_sandbox_user() {
+    let (_g, driver) = driver(config("func_yaml_is_read_safely_as_the_sandbox_user"));
+    let bad_msg = |e: DriverError| match e {
+        DriverError::BadImage(m) => m,
+        other => panic!("expected BadImage, got {other:?}"),
+    };
+    let d = open_tempdir(0o755);
+    let fy = d.path().join("func.yaml");
+    std::fs::write(&fy, "entrypoint: TOPSECRET\n").unwrap();
+    std::fs::set_permissions(&fy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let m = bad_msg(driver.check_image(&image(d.path())).await.unwrap_err());
+    assert!(m.contains("func.yaml is not readable by uid 65534"), "{m}");
+    assert!(!m.contains("TOPSECRET"), "{m}");
+    std::fs::remove_file(&fy).unwrap();
+    // A FIFO answers at once (and twice: nothing is left stuck).
+    nix::unistd::mkfifo(&fy, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    for _ in 0..2 {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            driver.check_image(&image(d.path())),
+        )
+        .await
+        .expect("check_image of a FIFO returns");
+        let m = bad_msg(r.unwrap_err());
+        assert!(m.contains("not a regular file"), "{m}");
+    }
+    std::fs::remove_file(&fy).unwrap();
+    // A link to a world-readable file in a directory the sandbox user
+    // cannot enter: refused, the content not shown.
+    let vault = open_tempdir(0o700);
+    let secret = vault.path().join("secret");
+    std::fs::write(&secret, "TOPSECRET line one\nTOPSECRET: two\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&secret, &fy).unwrap();
+    let m = bad_msg(driver.check_image(&image(d.path())).await.unwrap_err());
+    assert!(m.contains("symbolic link"), "{m}");
+    assert!(!m.contains("TOPSECRET"), "{m}");
+    let r = driver.start(spec(d.path(), 64)).await;
+    assert!(matches!(r, Err(DriverError::BadImage(m)) if !m.contains("TOPSECRET")));
+}
+
 #[tokio::test]
 async fn auto_without_bwrap_falls_back_loudly() {
     let missing = PathBuf::from("/nonexistent/fnrs-test/bwrap");
@@ -634,13 +678,20 @@ async fn a_cancelled_start_leaves_nothing() {
         let dirs = cgroup_dirs(&driver, &s.id);
         {
             let mut fut = Box::pin(driver.start(s));
-            // One poll runs start() up to the spawn; then the caller gives up.
-            match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Pending => {
-                    cancelled += 1;
-                    assert!(dirs.iter().all(exists), "the cgroup exists mid-start");
+            // Poll start() until it made the cgroup (the image is resolved
+            // on a blocking thread first); then the caller gives up.
+            for _ in 0..2000 {
+                match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Pending if dirs.iter().all(exists) => {
+                        cancelled += 1;
+                        break;
+                    }
+                    Poll::Pending => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                    Poll::Ready(r) => {
+                        drop(r.expect("start"));
+                        break;
+                    }
                 }
-                Poll::Ready(r) => drop(r.expect("start")),
             }
         }
         // Bounded poll: the cgroup and anything that got into it go away.

@@ -124,4 +124,8 @@ pub trait Driver: Send + Sync + 'static {
     async fn cleanup_leftovers(&self) -> Result<(), DriverError>;
     /// State for `/health`: `{"ok": bool, …details}`.
     async fn health(&self) -> serde_json::Value;
+    /// Stop background work (sandboxes made ahead of time) at shutdown,
+    /// after every instance ended and before the server removes what it
+    /// owns.
+    async fn shutdown(&self) {}
 }

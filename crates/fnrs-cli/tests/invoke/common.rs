@@ -78,6 +78,17 @@ pub fn py_fn(handler_body: &str) -> FnDir {
     )
 }
 
+/// A fresh directory for a server's `FN_IOFS_PATH`.
+pub fn iofs_base() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let iofs = tempfile::Builder::new()
+        .prefix("fnrs-iofs-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(iofs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    iofs
+}
+
 /// A server under test, with its own iofs area (so tests can check it).
 pub struct Srv {
     pub server: TestServer,
@@ -94,18 +105,21 @@ impl Srv {
     }
 
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
-        Self::start_bin_with(Path::new(BIN), env).await
+        Self::start_bin_in(Path::new(BIN), iofs_base(), env).await
     }
 
     /// [`Srv::start_with`] through another program (e.g. a wrapper that
     /// execs [`BIN`]).
     pub async fn start_bin_with(bin: &Path, env: &[(&str, &str)]) -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let iofs = tempfile::Builder::new()
-            .prefix("fnrs-iofs-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(iofs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self::start_bin_in(bin, iofs_base(), env).await
+    }
+
+    /// With `FN_IOFS_PATH` set to `iofs` (see [`iofs_base`]).
+    pub async fn start_in(iofs: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        Self::start_bin_in(Path::new(BIN), iofs, env).await
+    }
+
+    async fn start_bin_in(bin: &Path, iofs: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let mut opts = ServerOptions::default()
             .env("FN_IOFS_PATH", &iofs.path().display().to_string())
             .env("FN_LOG_LEVEL", "debug,sqlx=warn,bollard=info");

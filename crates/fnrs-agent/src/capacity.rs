@@ -1,6 +1,6 @@
 //! Memory capacity: every instance reserves its fn's memory for its whole
 //! life, against a total detected from the machine (and its cgroup) or set by
-//! `FN_MAX_TOTAL_MEMORY_BYTES` (spec §3.3).
+//! `FN_MAX_TOTAL_MEMORY_BYTES` (contract §5.3).
 
 use std::sync::Arc;
 

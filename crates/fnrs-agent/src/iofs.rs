@@ -1,5 +1,5 @@
 //! The iofs directories: one per http-stream instance, where the function
-//! creates `lsnr.sock` (spec §1.3.2–1.3.3), and the server lock that tells
+//! creates `lsnr.sock` (contract §2.2–2.3), and the server lock that tells
 //! live servers from crashed ones.
 //!
 //! Every server holds an exclusive `flock` on `<lock dir>/<server id>.lock`

@@ -3,7 +3,7 @@
 //! function through `fnrs-protocol`, streams the answer back, captures the
 //! function's logs and records the call.
 //!
-//! Spec: `fn-contract.md` §2.4–2.7 and §3.1–3.8.
+//! Contract: `docs/function-contract.md` §4.4–4.5 and §5.
 
 mod body;
 mod capacity;
@@ -1092,7 +1092,7 @@ async fn reaper(agent: std::sync::Weak<Agent>) {
     }
 }
 
-/// The environment of an instance (spec §1.3.1), plus `FN_APP_NAME` and
+/// The environment of an instance (contract §2.1), plus `FN_APP_NAME` and
 /// `FN_FN_NAME` which the FDKs read.
 fn instance_env(
     app: &App,

@@ -1,7 +1,7 @@
 //! Log capture: every line an instance writes to stderr (and to stdout for
 //! http-stream, where stdout carries no protocol) is kept in the current
 //! call's log, up to `FN_MAX_LOG_SIZE_BYTES`, and echoed to the server log at
-//! debug level (spec §3.7).
+//! debug level (contract §5.4).
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Hot instances, pooled per fn version (spec §3.2).
+//! Hot instances, pooled per fn version (contract §5.2).
 //!
 //! A pool belongs to one fn as it is now: a change to the fn or its app (any
 //! field, which bumps `updated_at`) retires the pool, so new calls start new

@@ -1,5 +1,5 @@
 //! The Docker driver: functions in containers on a Docker engine, with Fn's
-//! container spec (fn-contract §3.9).
+//! container spec (contract §6).
 //!
 //! A fn whose `image` is an image reference (anything but `file://…`) runs
 //! as a container on the engine at [`ENV_DOCKER_HOST`] (default

@@ -1,4 +1,4 @@
-//! Image references and registry credentials (spec §3.9).
+//! Image references and registry credentials (contract §6).
 
 use std::collections::HashMap;
 

@@ -25,7 +25,7 @@ pub struct InstanceSpec {
     /// The fn's `image`: `file:///abs/dir` for the process driver, an image
     /// reference for Docker.
     pub image: String,
-    /// Environment, complete (the agent builds it per spec §1.3.1).
+    /// Environment, complete (the agent builds it per contract §2.1).
     pub env: Vec<(String, String)>,
     /// Memory limit in MiB (no swap beyond it).
     pub memory_mb: u64,

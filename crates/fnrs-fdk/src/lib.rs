@@ -1,4 +1,4 @@
-//! A small Rust FDK for Fn's `http-stream` contract (spec §1.3).
+//! A small Rust FDK for Fn's `http-stream` contract (contract §2).
 //!
 //! ```no_run
 //! use fnrs_fdk::{Context, Response};

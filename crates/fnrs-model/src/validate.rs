@@ -1,4 +1,4 @@
-//! Validation of client input, with Fn's exact messages (spec §2.2).
+//! Validation of client input, with Fn's exact messages (contract §4.2).
 //!
 //! Each check returns the first failing rule in the order Fn checks them, as
 //! an [`Error`] with Fn's status and message.

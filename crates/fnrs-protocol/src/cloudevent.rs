@@ -1,5 +1,4 @@
-//! The `cloudevent` format: CloudEvents 0.1 in and out (spec §1.5, §8.3,
-//! §8.4).
+//! The `cloudevent` format: CloudEvents 0.1 in and out (contract §3.4).
 
 use http::HeaderMap;
 use serde_json::{Map, Value};

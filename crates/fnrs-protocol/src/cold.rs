@@ -1,5 +1,5 @@
 //! The `default` format (cold): one process per call, the body on stdin, the
-//! response on stdout, the outcome from the exit code (spec §1.5, §8.3).
+//! response on stdout, the outcome from the exit code (contract §3.1).
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -84,7 +84,7 @@ pub fn go_canonical_header_key(name: &str) -> String {
 }
 
 /// Whether the request's media type is `application/cloudevents+json`: the
-/// client sent its own CloudEvent (spec §8.3).
+/// client sent its own CloudEvent (contract §3.4).
 pub fn is_cloudevent_request(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -99,7 +99,7 @@ pub fn is_cloudevent_request(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
-/// The HTTP gateway wrap for trigger calls (spec §1.3.6, §2.5 step 3): every
+/// The HTTP gateway wrap for trigger calls (contract §2.6): every
 /// header `K` becomes `Fn-Http-H-K` except `Content-Type`; adds
 /// `Fn-Http-Method`, `Fn-Http-Request-Url` and `Fn-Intent: httprequest`.
 /// Hop-by-hop headers must have been stripped already.
@@ -138,7 +138,7 @@ pub fn wrap_gateway_request(headers: HeaderMap, method: &http::Method, url: &str
     out
 }
 
-/// The HTTP gateway unwrap of a trigger answer (spec §2.5 step 4): keep only
+/// The HTTP gateway unwrap of a trigger answer (contract §2.6): keep only
 /// `Fn-Http-H-X` as `X` (empty `X` dropped), `Content-Type` and `Fn-Call-Id`;
 /// the status is `Fn-Http-Status` when it parses as a status code > 0, else 200.
 /// `Err` when `Fn-Http-Status` is a number that is no valid HTTP status.

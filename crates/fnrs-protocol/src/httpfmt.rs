@@ -1,5 +1,5 @@
 //! The `http` format's wire pieces: the request Fn wrote to a function's
-//! stdin (spec §8.3) and an incremental parser of the HTTP/1.1 response the
+//! stdin (contract §3.2) and an incremental parser of the HTTP/1.1 response the
 //! function writes to stdout (Content-Length or chunked framing).
 
 use bytes::{Buf, BytesMut};

@@ -1,4 +1,4 @@
-//! The `json` format: Fn's JSON envelope in and out (spec §1.5, §8.3, §8.4).
+//! The `json` format: Fn's JSON envelope in and out (contract §3.3).
 
 use std::collections::BTreeMap;
 

@@ -10,9 +10,9 @@
 //! and message.
 //!
 //! - [`HttpStreamConn`]: one per hot http-stream instance (HTTP/1.1 over the
-//!   instance's `lsnr.sock`, spec §1.3).
-//! - [`StdioConn`]: one per hot `http`, `json` or `cloudevent` instance (spec
-//!   §1.5, §8).
+//!   instance's `lsnr.sock`, contract §2).
+//! - [`StdioConn`]: one per hot `http`, `json` or `cloudevent` instance (contract
+//!   §3).
 //! - [`cold_env`] / [`cold_call`]: the `default` format, one process per call.
 //!
 //! Every exchange is bounded by the call's timeout, also when nobody polls the
@@ -66,7 +66,7 @@ pub fn full_body(bytes: impl Into<Bytes>) -> BoxBody {
         .boxed_unsync()
 }
 
-/// The function formats of Fn's 2018 protocol factory (spec §1.2).
+/// The function formats of Fn's 2018 protocol factory (contract §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// The current contract: HTTP/1.1 over a unix socket (hot).
@@ -145,7 +145,7 @@ pub struct CallRequest {
     /// here).
     pub headers: http::HeaderMap,
     /// The call came through an HTTP trigger: wrap the request in Fn's HTTP
-    /// gateway headers and unwrap the answer (http-stream only; spec §1.3.6).
+    /// gateway headers and unwrap the answer (http-stream only; contract §2.6).
     pub gateway: bool,
     /// The request body, streamed to the function.
     pub body: BoxBody,

@@ -1,5 +1,4 @@
-//! Hot formats over stdin/stdout: `http`, `json`, `cloudevent` (spec §1.5,
-//! §8.3, §8.4).
+//! Hot formats over stdin/stdout: `http`, `json`, `cloudevent` (contract §3).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,4 @@
-//! http-stream: HTTP/1.1 over the instance's `lsnr.sock` (spec §1.3).
+//! http-stream: HTTP/1.1 over the instance's `lsnr.sock` (contract §2).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;

@@ -1,4 +1,4 @@
-//! §2.2 apps, and the annotation rules (checked on apps, fns and triggers).
+//! Contract §4.2: apps, and the annotation rules (checked on apps, fns and triggers).
 
 use serde_json::{Value, json};
 

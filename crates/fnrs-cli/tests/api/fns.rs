@@ -1,4 +1,4 @@
-//! §2.2 fns.
+//! Contract §4.2: fns.
 
 use fnrs_testkit::server::ServerOptions;
 use serde_json::{Value, json};

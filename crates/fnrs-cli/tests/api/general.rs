@@ -1,4 +1,4 @@
-//! §2.1: common conventions.
+//! Contract §4.1: common conventions.
 
 use fnrs_testkit::server::ServerOptions;
 use serde_json::json;

@@ -1,5 +1,5 @@
 //! Black-box tests of `fnrs serve` over real HTTP, on SQLite and PostgreSQL:
-//! every rule and message of Fn's v2 API (spec §2.1–2.3), the requests of
+//! every rule and message of Fn's v2 API (contract §4.1–4.3), the requests of
 //! Fn's own CLI, the OpenAPI document, durability, and the `fnrs` client.
 
 mod common;

@@ -1,4 +1,4 @@
-//! §2.3 pagination.
+//! Contract §4.3: pagination.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,4 +1,4 @@
-//! §2.2 triggers.
+//! Contract §4.2: triggers.
 
 use serde_json::{Value, json};
 

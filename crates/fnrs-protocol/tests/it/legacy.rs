@@ -1,5 +1,5 @@
 //! The 2018 formats against the example functions, spawned as plain
-//! processes with stdin/stdout pipes (spec §8.3, §8.4).
+//! processes with stdin/stdout pipes (contract §3).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 
 use crate::common::*;
 
-/// The seed-era spy request: `POST …?q=1&x=a%20b` with the §8 headers.
+/// The seed-era spy request: `POST …?q=1&x=a%20b` with custom, lower-case and repeated headers.
 fn spy_request(body: BoxBody) -> CallRequest {
     let mut headers = http::HeaderMap::new();
     headers.insert("host", "localhost:8080".parse().unwrap());

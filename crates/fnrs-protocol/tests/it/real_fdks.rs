@@ -1,5 +1,5 @@
 //! http-stream against the real FDKs from PyPI and npm, started as plain
-//! processes on a temp iofs directory, checked against spec §5.4.
+//! processes on a temp iofs directory, checked against contract §7.
 //!
 //! Needs `FNRS_TEST_PY_FDK` (the `fdk` console script in a venv made from
 //! Debian's python3) and `FNRS_TEST_NODE_MODULES` (a `node_modules` holding
@@ -85,7 +85,7 @@ async fn python_fdk_plain_gateway_and_failure() {
         Some("phonylsnr.sock")
     );
 
-    // Plain invoke (§5.4).
+    // Plain invoke (contract §7).
     let h = f
         .conn
         .call(json_request(r#"{"name":"Rust"}"#, false))

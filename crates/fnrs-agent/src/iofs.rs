@@ -509,6 +509,23 @@ pub(crate) fn remove_dir(dir: &Path) {
     }
 }
 
+/// Removes an instance's iofs directory (and its tmpfs) when dropped unless
+/// disarmed: a start whose future is dropped mid-way leaves none behind.
+pub(crate) struct DirGuard(pub(crate) Option<PathBuf>);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(move || remove_dir(&d));
+                }
+                Err(_) => remove_dir(&d),
+            }
+        }
+    }
+}
+
 /// Drops its value on a blocking thread: closing an inotify fd waits for an
 /// SRCU grace period (≈ 10–20 ms measured), which must not delay the call.
 struct CloseInBackground<T: Send + 'static>(Option<T>);

@@ -546,6 +546,8 @@ impl Agent {
         } else {
             None
         };
+        // Owns the directory until the instance does.
+        let mut dir_guard = iofs::DirGuard(iofs_dir.clone());
         let watch = iofs_dir.as_deref().map(SocketWatch::new);
         let spec = InstanceSpec {
             id: id.clone(),
@@ -565,12 +567,7 @@ impl Agent {
         };
         let started = match driver.start(spec).await {
             Ok(i) => i,
-            Err(e) => {
-                if let Some(d) = iofs_dir {
-                    let _ = tokio::task::spawn_blocking(move || iofs::remove_dir(&d)).await;
-                }
-                return Err(driver_error(e));
-            }
+            Err(e) => return Err(driver_error(e)),
         };
         let t_started = t0.elapsed();
         let mut started = started;
@@ -657,6 +654,7 @@ impl Agent {
                 "ready_us": t_ready.as_micros() as u64,
             }),
         );
+        dir_guard.0 = None;
         Ok(HotInstance {
             id,
             inst,

@@ -542,3 +542,37 @@ async fn with_fn_iofs_docker_path_no_tmpfs_by_default() {
     assert_eq!(a.status, 200, "{a:?}");
     assert!(mounts_under(s.iofs.path()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_during_a_start_leaves_no_iofs_dir_or_mount() {
+    // Never creates its socket: the start waits until the client is gone.
+    let d = FnDir::new(
+        "./wait.sh",
+        "http-stream",
+        &[("wait.sh", "#!/bin/sh\nexec sleep 30\n")],
+    );
+    let s = Srv::start().await;
+    let f = s.func("waits", &d.image(), json!({})).await;
+    let id = s.server_id().await;
+    let r = s
+        .http
+        .post(s.url(&format!("/invoke/{f}")))
+        .timeout(Duration::from_millis(500))
+        .body("x")
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up first: {r:?}");
+    let dir = s.iofs.path().join("fnrs").join(&id);
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = std::fs::read_dir(&dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if left.is_empty() && mounts_under(&dir).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left.is_empty(), "iofs dirs left: {left:?}");
+    assert!(mounts_under(&dir).is_empty(), "{:?}", mounts_under(&dir));
+}

@@ -431,13 +431,10 @@ impl std::fmt::Debug for ProcessDriver {
 }
 
 fn find_bwrap(configured: Option<&Path>) -> Option<PathBuf> {
-    match configured {
-        Some(p) => p.is_file().then(|| p.to_path_buf()),
-        None => ["/usr/local/bin/bwrap", "/usr/bin/bwrap", "/bin/bwrap"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file()),
-    }
+    spawn::find_program(
+        configured,
+        &["/usr/local/bin/bwrap", "/usr/bin/bwrap", "/bin/bwrap"],
+    )
 }
 
 /// Namespaces and system directories of every sandbox. `disable_userns`

@@ -17,7 +17,7 @@
 //! signal.
 
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,13 +30,10 @@ pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to look for pasta unless configured.
 pub(crate) fn find_pasta(configured: Option<&Path>) -> Option<PathBuf> {
-    match configured {
-        Some(p) => p.is_file().then(|| p.to_path_buf()),
-        None => ["/usr/bin/pasta", "/usr/local/bin/pasta", "/bin/pasta"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file()),
-    }
+    crate::spawn::find_program(
+        configured,
+        &["/usr/bin/pasta", "/usr/local/bin/pasta", "/bin/pasta"],
+    )
 }
 
 /// A pasta process serving one sandbox; killed (and reaped) when dropped.
@@ -64,17 +61,6 @@ pub(crate) struct Starting {
     pasta: Pasta,
     /// Read end of the pid-file pipe.
     ready: OwnedFd,
-}
-
-/// A new pipe, both ends close-on-exec.
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Wait until `fd` is readable (or hung up), at most until `deadline`.
@@ -140,7 +126,7 @@ fn parse_child_pid(buf: &[u8]) -> Option<i32> {
 pub(crate) fn spawn(pasta: &Path, pid: i32) -> io::Result<Starting> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
     let ns = OwnedFd::from(ns);
-    let (ready, pid_file) = pipe()?;
+    let (ready, pid_file) = crate::spawn::pipe()?;
     let mut cmd = Command::new(pasta);
     cmd.arg("--netns")
         .arg(format!("/proc/self/fd/{}", ns.as_raw_fd()))
@@ -222,8 +208,8 @@ pub(crate) struct Handshake {
 
 impl Handshake {
     pub(crate) fn new() -> io::Result<Self> {
-        let (info_rd, info_wr) = pipe()?;
-        let (block_rd, block_wr) = pipe()?;
+        let (info_rd, info_wr) = crate::spawn::pipe()?;
+        let (block_rd, block_wr) = crate::spawn::pipe()?;
         Ok(Handshake {
             info_rd,
             info_wr,

@@ -77,10 +77,7 @@ const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Where to find bash.
 pub(crate) fn find_bash() -> Option<PathBuf> {
-    ["/usr/bin/bash", "/bin/bash", "/usr/local/bin/bash"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
+    spawn::find_program(None, &["/usr/bin/bash", "/bin/bash", "/usr/local/bin/bash"])
 }
 
 /// A waiting launcher. Dropping it kills it and removes its cgroup (on the
@@ -492,17 +489,6 @@ async fn fill(inner: Arc<Inner>) {
     }
 }
 
-/// A new pipe, both ends close-on-exec.
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// Fork one launcher (blocking: the cgroup join waits in the child, and the
 /// fork returns once the child has exec'd bash). Run on the pool thread.
 /// Make one launcher and put it in the pool, all while holding `making`:
@@ -551,7 +537,7 @@ fn make_launcher_inner(inner: &Inner, key: u64) -> io::Result<Launcher> {
         None => None,
     };
     let res = (|| {
-        let (rd, wr) = pipe()?;
+        let (rd, wr) = spawn::pipe()?;
         let seccomp = match &c.seccomp {
             Some(p) => Some(crate::seccomp::program_fd(p)?),
             None => None,

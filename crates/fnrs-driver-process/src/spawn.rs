@@ -185,6 +185,32 @@ fn format_pid(pid: libc::pid_t, buf: &mut [u8; 24]) -> usize {
     n
 }
 
+/// A new pipe, both ends close-on-exec.
+pub(crate) fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The configured program if it is a file, else the first candidate that is.
+pub(crate) fn find_program(
+    configured: Option<&std::path::Path>,
+    candidates: &[&str],
+) -> Option<std::path::PathBuf> {
+    match configured {
+        Some(p) => p.is_file().then(|| p.to_path_buf()),
+        None => candidates
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file()),
+    }
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A dedicated thread that lives as long as the process and runs jobs

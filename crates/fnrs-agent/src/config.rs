@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The default of `FN_HOT_POLL_MSECS`, in ms.
+pub const DEFAULT_HOT_POLL_MSECS: u64 = 20;
+
 /// Settings of the agent. Defaults follow Fn where Fn has the setting.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -12,6 +15,9 @@ pub struct AgentConfig {
     /// `FN_MAX_QUEUE_WAIT_MSECS` (new; 30000): how long a call may wait for an
     /// instance or for memory before it is answered 503.
     pub max_queue_wait: Duration,
+    /// `FN_HOT_POLL_MSECS` (Fn's name; 20 here, Fn 200): how long a call
+    /// waits for a busy fn's instance to free up before it launches a start.
+    pub hot_poll: Duration,
     /// `FN_MAX_TOTAL_MEMORY_BYTES`: cap on memory for instances (detected
     /// otherwise).
     pub max_total_memory: Option<u64>,
@@ -51,6 +57,7 @@ impl Default for AgentConfig {
         Self {
             hot_start_timeout: Duration::from_millis(5000),
             max_queue_wait: Duration::from_millis(30_000),
+            hot_poll: Duration::from_millis(DEFAULT_HOT_POLL_MSECS),
             max_total_memory: None,
             iofs_path: std::env::temp_dir(),
             iofs_tmpfs: None,

@@ -68,8 +68,9 @@ impl Shared {
             cur.buf
                 .extend_from_slice(b"[fnrs: log truncated at FN_MAX_LOG_SIZE_BYTES]\n");
         }
-        // A call that wrote nothing has no log to store (it reads as empty).
-        if cur.buf.is_empty() {
+        // A call that wrote nothing has no log to store (it reads as empty);
+        // an instance that served no call has nobody to store it for.
+        if cur.buf.is_empty() || cur.call_id.is_empty() {
             return;
         }
         self.recorder
@@ -92,6 +93,11 @@ impl LogHandle {
             let mut st = self.shared.state.lock();
             // Already this call's (the instance started for it): go on.
             if st.current.as_ref().is_some_and(|c| c.call_id == call_id) {
+                return;
+            }
+            // The first call: what the instance wrote while starting is its.
+            if let Some(cur) = st.current.as_mut().filter(|c| c.call_id.is_empty()) {
+                cur.call_id = call_id.to_string();
                 return;
             }
             st.ending = None;
@@ -128,8 +134,8 @@ impl LogHandle {
 /// Start capturing. The task ends when every stream has closed and every
 /// handle is dropped; the current call's log is then closed.
 ///
-/// `call_id`: the call that lines go to from the first byte (the one that
-/// caused the instance to start), if any.
+/// `call_id`: the call that lines go to from the first byte (a cold call's);
+/// `None`: the first call that begins gets the lines written before it.
 pub(crate) fn spawn_capture(
     streams: Vec<Reader>,
     tags: LogTags,
@@ -141,7 +147,7 @@ pub(crate) fn spawn_capture(
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         state: parking_lot::Mutex::new(State {
-            current: call_id.map(|id| Current::new(id.to_string())),
+            current: Some(Current::new(call_id.unwrap_or_default().to_string())),
             ending: None,
             timer: false,
         }),
@@ -387,6 +393,21 @@ mod tests {
         r.settle().await;
         assert_eq!(r.log("c3").await, "");
         assert_eq!(r.log("c2").await, "two\n");
+    }
+
+    /// Without a first call named, what an instance writes while it starts
+    /// goes to the first call it serves.
+    #[tokio::test(start_paused = true)]
+    async fn lines_written_while_starting_go_to_the_first_call() {
+        let mut r = rig(None).await;
+        r.call("c1").await;
+        r.write("booting\n").await;
+        r.settle().await;
+        r.logs().begin("c1");
+        r.write("serving\n").await;
+        r.settle().await;
+        r.logs().begin("c2");
+        assert_eq!(r.log("c1").await, "booting\nserving\n");
     }
 
     /// Calls that follow each other within the grace each get their own

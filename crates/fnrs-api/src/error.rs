@@ -13,7 +13,7 @@ use crate::json;
 /// `Content-Type` of every JSON answer, as Fn sends it.
 pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 /// Header carrying the id of a call on every answer once the call exists.
-pub const FN_CALL_ID: &str = "fn-call-id";
+pub use fnrs_model::CALL_ID_HEADER as FN_CALL_ID;
 /// The message of a 401.
 pub const UNAUTHORIZED: &str = "Invalid or missing authorization token";
 /// Seconds a client should wait before retrying a 503.
@@ -52,10 +52,7 @@ impl ApiError {
 
     /// 413 for a body whose declared length is over the limit.
     pub fn too_large(len: u64, max: u64) -> Self {
-        Self::new(
-            413,
-            format!("Content-Length too large for this server, {len} > max {max}"),
-        )
+        fnrs_model::Error::too_large(len, max).into()
     }
 
     /// 401 for a request without the token it needs (sent with

@@ -19,6 +19,8 @@ use fnrs_model::{App, Error, Fn, Trigger};
 pub const ENV_HOT_START_TIMEOUT_MSECS: &str = "FN_HOT_START_TIMEOUT_MSECS";
 /// Longest wait of a call for an instance or memory before 503, in ms.
 pub const ENV_MAX_QUEUE_WAIT_MSECS: &str = "FN_MAX_QUEUE_WAIT_MSECS";
+/// How long a call waits for a busy fn's instance before it starts one, in ms.
+pub const ENV_HOT_POLL_MSECS: &str = "FN_HOT_POLL_MSECS";
 /// Cap on memory used by instances, in bytes (detected otherwise).
 pub const ENV_MAX_TOTAL_MEMORY_BYTES: &str = "FN_MAX_TOTAL_MEMORY_BYTES";
 /// Where iofs directories are made.
@@ -49,6 +51,10 @@ pub struct AgentArgs {
     /// Longest wait of a call for an instance or memory, in ms (then 503).
     #[arg(long, env = ENV_MAX_QUEUE_WAIT_MSECS, default_value_t = 30_000)]
     pub max_queue_wait_msecs: u64,
+    /// How long a call waits for a busy fn's instance to free up before it
+    /// starts another, in ms (a fn without instances starts one at once).
+    #[arg(long, env = ENV_HOT_POLL_MSECS, default_value_t = fnrs_agent::DEFAULT_HOT_POLL_MSECS)]
+    pub hot_poll_msecs: u64,
     /// Memory for instances in bytes [default: detected, cgroup-aware].
     #[arg(long, env = ENV_MAX_TOTAL_MEMORY_BYTES)]
     pub max_total_memory_bytes: Option<u64>,
@@ -124,6 +130,7 @@ impl AgentArgs {
         AgentConfig {
             hot_start_timeout: Duration::from_millis(self.hot_start_timeout_msecs),
             max_queue_wait: Duration::from_millis(self.max_queue_wait_msecs),
+            hot_poll: Duration::from_millis(self.hot_poll_msecs),
             max_total_memory: self.max_total_memory_bytes,
             iofs_path: self.iofs_path(),
             iofs_tmpfs: self

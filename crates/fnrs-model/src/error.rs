@@ -26,6 +26,14 @@ impl Error {
         }
     }
 
+    /// 413 for a request body over `max` bytes (`len` declared or read so far).
+    pub fn too_large(len: u64, max: u64) -> Self {
+        Self::with_message(
+            413,
+            format!("Content-Length too large for this server, {len} > max {max}"),
+        )
+    }
+
     pub const INTERNAL: Error = Error::new(500, "internal server error");
     pub const INVALID_JSON: Error = Error::new(400, "Invalid JSON");
 

@@ -12,6 +12,10 @@ mod types;
 pub mod validate;
 
 pub use error::Error;
+
+/// `Fn-Call-Id`: the header naming a call, on its answer and on the request
+/// a function gets (lower case, as `http` spells header names).
+pub const CALL_ID_HEADER: &str = "fn-call-id";
 pub use id::{IdGenerator, new_id};
 pub use time::DateTime;
 pub use types::*;

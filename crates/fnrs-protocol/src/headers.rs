@@ -9,7 +9,7 @@ pub(crate) const FN_INTENT: HeaderName = HeaderName::from_static("fn-intent");
 pub(crate) const FN_HTTP_METHOD: HeaderName = HeaderName::from_static("fn-http-method");
 pub(crate) const FN_HTTP_REQUEST_URL: HeaderName = HeaderName::from_static("fn-http-request-url");
 pub(crate) const FN_HTTP_STATUS: HeaderName = HeaderName::from_static("fn-http-status");
-pub(crate) const FN_CALL_ID: HeaderName = HeaderName::from_static("fn-call-id");
+pub(crate) const FN_CALL_ID: HeaderName = HeaderName::from_static(fnrs_model::CALL_ID_HEADER);
 pub(crate) const FN_DEADLINE: HeaderName = HeaderName::from_static("fn-deadline");
 const GATEWAY_PREFIX: &str = "fn-http-h-";
 

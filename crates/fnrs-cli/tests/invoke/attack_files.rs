@@ -403,6 +403,9 @@ async fn iofs_tmpfs_bounds_the_function(env: &[(&str, &str)], pooled: bool) {
         "size=1m,nr_inodes=64,mode=0777"
     );
     let id = s.server_id().await;
+    if pooled {
+        s.pool_ready(1).await;
+    }
     let d = filler();
     let f = s.func("filler", &d.image(), json!({})).await;
     let a = s.invoke(&f, "fill").await;

@@ -70,27 +70,11 @@ async fn the_servers_inherited_descriptors_stay_out_of_functions() {
         }
         assert_eq!(w.written(), "", "pool {pool}: a function wrote to fd 7");
         if pool != "0" {
-            pool_ready(&s, 4).await;
+            s.pool_ready(4).await;
         }
         let id = s.server_id().await;
         s.stop_and_check_clean(&id, &[d.dir.path()]).await;
     }
-}
-
-/// Wait (bounded) until the process driver has `n` sandboxes waiting (its
-/// pool's size: then no refill races with a stop, which would leave the
-/// server's cgroup parent behind).
-async fn pool_ready(s: &Srv, n: u64) {
-    let mut h = serde_json::Value::Null;
-    for _ in 0..300 {
-        h = s.health().await;
-        let d = &h["invoker"]["drivers"]["process"];
-        if d["pool"]["idle"].as_u64().is_some_and(|i| i >= n) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("no pooled sandbox: {h}");
 }
 
 /// Config keys bash itself uses and values that would expand, chain or
@@ -181,7 +165,7 @@ async fn config_reaches_functions_unevaluated() {
                 )
                 .await;
             if pool != "0" {
-                pool_ready(&s, 4).await;
+                s.pool_ready(4).await;
             }
             let a = s
                 .send(
@@ -215,7 +199,7 @@ async fn config_reaches_functions_unevaluated() {
             assert!(!log.contains("PWNED"), "{what}: {log}");
         }
         if pool != "0" {
-            pool_ready(&s, 4).await;
+            s.pool_ready(4).await;
         }
         let id = s.server_id().await;
         s.stop_and_check_clean(&id, &[hot.dir.path(), cold.dir.path()])
@@ -264,7 +248,7 @@ while True:
         assert_eq!((a.status, a.body.as_str()), (200, "first"), "{a:?}");
     }
     assert_eq!(s.until_instances(0).await, 0, "each instance ended");
-    pool_ready(&s, 4).await;
+    s.pool_ready(4).await;
     let id = s.server_id().await;
     s.stop_and_check_clean(&id, &[d.dir.path()]).await;
 }

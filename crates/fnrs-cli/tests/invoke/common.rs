@@ -282,6 +282,22 @@ impl Srv {
         panic!("log of {call_id} never contained {needle:?}; last: {last:?}");
     }
 
+    /// Wait (bounded) until the process driver has `n` sandboxes waiting
+    /// (its pool's size: then the next start takes one, and no refill races
+    /// with a stop).
+    pub async fn pool_ready(&self, n: u64) {
+        let mut h = Value::Null;
+        for _ in 0..300 {
+            h = self.health().await;
+            let d = &h["invoker"]["drivers"]["process"];
+            if d["pool"]["idle"].as_u64().is_some_and(|i| i >= n) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no pooled sandbox: {h}");
+    }
+
     pub async fn server_id(&self) -> String {
         self.health().await["invoker"]["server_id"]
             .as_str()

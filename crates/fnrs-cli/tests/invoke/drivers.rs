@@ -25,6 +25,30 @@ struct Target {
 }
 
 impl Target {
+    /// Sandboxes (cgroups, pooled ones aside) or containers of the server
+    /// that exist now.
+    fn running(&self, server_id: &str) -> usize {
+        match &self.dir {
+            Some(_) => ["/sys/fs/cgroup/memory/fnrs", "/sys/fs/cgroup/fnrs"]
+                .iter()
+                .filter_map(|p| std::fs::read_dir(std::path::Path::new(p).join(server_id)).ok())
+                .flat_map(|rd| rd.flatten())
+                .filter(|e| e.path().is_dir())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with("pool-"))
+                .count(),
+            None => {
+                let out = std::process::Command::new("docker")
+                    .args(["ps", "-q", "--filter"])
+                    .arg(format!("label=fnrs.server={server_id}"))
+                    .output()
+                    .expect("docker CLI runs");
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .count()
+            }
+        }
+    }
+
     fn new(kind: Kind) -> Self {
         let dir = (kind == Kind::Process).then(|| {
             let venv = py_venv();
@@ -89,6 +113,7 @@ on_both_drivers!(
     out_of_memory_is_502_and_logged,
     detached_call_is_202_then_recorded,
     sigterm_leaves_nothing,
+    client_hang_ups_leave_nothing_unowned,
 );
 
 async fn hot_instance_serves_invoke_and_trigger(kind: Kind) {
@@ -254,4 +279,102 @@ async fn sigterm_leaves_nothing(kind: Kind) {
         "{kind:?}: {status:?}"
     );
     t.assert_clean(&id, s.iofs.path()).await;
+}
+
+/// What the server says it holds against what runs: (instances, busy
+/// instances, reserved MiB, sandboxes or containers running).
+async fn books(s: &Srv, t: &Target, server_id: &str) -> (u64, u64, u64, usize) {
+    let h = s.health().await;
+    let inv = &h["invoker"];
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap();
+    let busy = metrics
+        .lines()
+        .find(|l| l.starts_with("fn_instances{state=\"busy\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64;
+    (
+        inv["instances"].as_u64().unwrap_or(u64::MAX),
+        busy,
+        inv["memory_used_bytes"].as_u64().unwrap_or(u64::MAX) / (1024 * 1024),
+        t.running(server_id),
+    )
+}
+
+/// Poll (bounded) until nothing is busy and instances, reserved memory and
+/// what runs agree; returns the last reading.
+async fn until_books_agree(s: &Srv, t: &Target, server_id: &str) -> (u64, u64, u64, usize) {
+    let mut last = books(s, t, server_id).await;
+    for _ in 0..100 {
+        let (n, busy, mib, running) = last;
+        if busy == 0 && mib == n * 128 && running as u64 == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = books(s, t, server_id).await;
+    }
+    last
+}
+
+/// A client that leaves during a cold start (the driver's start, the wait
+/// for readiness) or during the call itself leaves no instance that nobody
+/// owns: afterwards nothing is busy, and instances, reserved memory and the
+/// sandboxes or containers running agree.
+async fn client_hang_ups_leave_nothing_unowned(kind: Kind) {
+    let t = Target::new(kind);
+    let s = Srv::start().await;
+    let id = s.server_id().await;
+    let url = s.url("/invoke/");
+    for (i, ms) in [2u64, 10, 40, 100, 250, 600].into_iter().enumerate() {
+        let f = s.func(&format!("hangup{i}"), &t.image(), json!({})).await;
+        let r = s
+            .http
+            .post(format!("{url}{f}"))
+            .timeout(Duration::from_millis(ms))
+            .body("{}")
+            .send()
+            .await;
+        let (n, busy, mib, running) = until_books_agree(&s, &t, &id).await;
+        assert!(
+            busy == 0 && mib == n * 128 && running as u64 == n,
+            "{kind:?}: client gone after {ms} ms ({:?}): instances {n}, busy {busy}, \
+             reserved {mib} MiB, running {running}",
+            r.map(|r| r.status())
+        );
+    }
+    // During the call itself, on a warm instance.
+    let f = s.func("hangup-call", &t.image(), json!({})).await;
+    assert_eq!(s.invoke(&f, "{}").await.status, 200);
+    let r = s
+        .http
+        .post(format!("{url}{f}"))
+        .timeout(Duration::from_millis(300))
+        .body("sleep 2")
+        .send()
+        .await;
+    assert!(r.is_err(), "{kind:?}: the client left first");
+    let (n, busy, mib, running) = until_books_agree(&s, &t, &id).await;
+    assert!(
+        busy == 0 && mib == n * 128 && running as u64 == n,
+        "{kind:?}: client gone during the call: instances {n}, busy {busy}, reserved {mib} MiB, running {running}"
+    );
+    assert_eq!(s.invoke(&f, r#"{"name":"After"}"#).await.status, 200);
+    let status = {
+        let mut s = s;
+        let st = s.server.stop();
+        t.assert_clean(&id, s.iofs.path()).await;
+        st
+    };
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "{kind:?}: {status:?}"
+    );
 }

@@ -27,7 +27,7 @@ use sqlx::{Any, AnyPool, Connection, Row, Transaction};
 
 use crate::prio::WriterPriority;
 use crate::url::DbUrl;
-use crate::{Datastore, Result, StoreError, TRIGGER_FN_NOT_IN_APP};
+use crate::{Datastore, PendingSummary, Result, StoreError, TRIGGER_FN_NOT_IN_APP};
 
 /// Settings of a [`SqlStore`].
 #[derive(Debug, Clone)]
@@ -1319,6 +1319,50 @@ impl Datastore for SqlStore {
         .await
         .map_err(internal("list pending calls"))?;
         rows.iter().map(pending_row).collect()
+    }
+
+    async fn list_pending_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PendingSummary>> {
+        const OP: &str = "list pending page";
+        // The call record is written with the pending call and kept while
+        // it waits; a LEFT JOIN still lists one that lacks it.
+        let rows = sqlx::query(
+            "SELECT p.call_id, p.fn_id, p.attempts, c.created_at FROM pending_calls p \
+             LEFT JOIN calls c ON c.id = p.call_id \
+             WHERE ($1 IS NULL OR p.call_id > $1) ORDER BY p.call_id LIMIT $2",
+        )
+        .bind(after)
+        .bind(self::limit(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(internal(OP))?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingSummary {
+                    call_id: text(row, "call_id", OP)?,
+                    fn_id: text(row, "fn_id", OP)?,
+                    attempts: u32::try_from(int(row, "attempts", OP)?)
+                        .map_err(|_| corrupt(OP, "attempts"))?,
+                    created_at: opt_time(row, "created_at", OP)?
+                        .unwrap_or(DateTime::from_millis(0)),
+                })
+            })
+            .collect()
+    }
+
+    async fn get_pending(&self, call_id: &str) -> Result<PendingCall> {
+        let row = sqlx::query(
+            "SELECT call_id, fn_id, trigger_id, method, url, headers, body, attempts \
+             FROM pending_calls WHERE call_id = $1",
+        )
+        .bind(call_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(internal("get pending call"))?;
+        pending_row(&row.ok_or(Error::CALL_NOT_FOUND)?)
     }
 
     async fn bump_pending_attempts(&self, call_id: &str) -> Result<()> {

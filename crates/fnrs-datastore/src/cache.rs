@@ -18,7 +18,7 @@ use fnrs_model::{
 };
 use parking_lot::RwLock;
 
-use crate::{Datastore, Result};
+use crate::{Datastore, PendingSummary, Result};
 
 /// app id → trigger type → source → trigger (nested so that a hit needs no
 /// allocation).
@@ -258,6 +258,16 @@ impl<S: Datastore> Datastore for CachedStore<S> {
     }
     async fn list_pending(&self) -> Result<Vec<PendingCall>> {
         self.inner.list_pending().await
+    }
+    async fn list_pending_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PendingSummary>> {
+        self.inner.list_pending_page(after, limit).await
+    }
+    async fn get_pending(&self, call_id: &str) -> Result<PendingCall> {
+        self.inner.get_pending(call_id).await
     }
     async fn bump_pending_attempts(&self, call_id: &str) -> Result<()> {
         self.inner.bump_pending_attempts(call_id).await

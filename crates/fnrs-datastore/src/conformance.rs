@@ -12,7 +12,7 @@ use fnrs_model::{
 };
 use serde_json::json;
 
-use crate::{Datastore, TRIGGER_FN_NOT_IN_APP};
+use crate::{Datastore, PendingSummary, TRIGGER_FN_NOT_IN_APP};
 
 /// A shared store under test.
 pub type Store = Arc<dyn Datastore>;
@@ -39,6 +39,7 @@ pub async fn run_all(store: Store) {
         record_batches,
         logs_with_records,
         pending,
+        pending_pages,
         concurrent_writers
     );
 }
@@ -1210,6 +1211,116 @@ pub async fn pending(s: Store) {
     );
     clean(&s).await;
     assert!(s.list_pending().await.unwrap().is_empty());
+}
+
+/// Pending calls listed in pages without their bodies (oldest first, after
+/// a cursor), and one fetched whole by id.
+pub async fn pending_pages(s: Store) {
+    assert_empty_start(&s).await;
+    let a = app("pending-pages");
+    s.insert_app(&a).await.unwrap();
+    let f = func(&a.id, "f");
+    let g = func(&a.id, "g");
+    s.insert_fn(&f).await.unwrap();
+    s.insert_fn(&g).await.unwrap();
+    assert!(s.list_pending_page(None, 0).await.unwrap().is_empty());
+    assert!(s.list_pending_page(None, 2).await.unwrap().is_empty());
+
+    let ids = call_ids(5);
+    let mut expected = Vec::new();
+    let mut whole = Vec::new();
+    // Inserted newest first: the listing orders them.
+    for (i, id) in ids.iter().enumerate().rev() {
+        let owner = if i % 2 == 0 { &f } else { &g };
+        let mut c = call(owner, id);
+        c.kind = CallType::Detached;
+        c.status = CallStatus::Queued;
+        c.created_at = t(10 + i as i64);
+        c.started_at = None;
+        c.completed_at = None;
+        c.http_status = None;
+        let mut p = pending_of(&c);
+        p.body = format!("body of {i}").repeat(i + 1).into_bytes();
+        s.insert_pending(&c, &p).await.unwrap();
+        expected.push(PendingSummary {
+            call_id: id.clone(),
+            fn_id: owner.id.clone(),
+            attempts: 0,
+            created_at: c.created_at,
+        });
+        whole.push(p);
+    }
+    expected.reverse();
+    whole.reverse();
+    assert_eq!(s.list_pending_page(None, 0).await.unwrap(), expected);
+
+    // Pages of 2 after the last id seen: 2, 2, 1, then none.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let page = s.list_pending_page(cursor.as_deref(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.call_id.clone());
+        seen.extend(page);
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(
+        s.list_pending_page(Some(&ids[1]), 0).await.unwrap(),
+        expected[2..]
+    );
+    assert!(
+        s.list_pending_page(Some(&ids[4]), 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // One at a time, whole; attempts show in both.
+    for p in &whole {
+        assert_eq!(&s.get_pending(&p.call_id).await.unwrap(), p);
+    }
+    s.bump_pending_attempts(&ids[3]).await.unwrap();
+    assert_eq!(s.get_pending(&ids[3]).await.unwrap().attempts, 1);
+    assert_eq!(
+        s.list_pending_page(Some(&ids[2]), 1).await.unwrap()[0].attempts,
+        1
+    );
+    assert_eq!(
+        s.get_pending(&new_id()).await.unwrap_err(),
+        Error::CALL_NOT_FOUND
+    );
+
+    // Removed ones are gone from both.
+    s.remove_pending(&ids[0]).await.unwrap();
+    assert_eq!(
+        s.get_pending(&ids[0]).await.unwrap_err(),
+        Error::CALL_NOT_FOUND
+    );
+    let left: Vec<String> = s
+        .list_pending_page(None, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.call_id)
+        .collect();
+    assert_eq!(left, ids[1..]);
+    // Gone with their fn.
+    s.remove_fn(&g.id).await.unwrap();
+    let left: Vec<String> = s
+        .list_pending_page(None, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.call_id)
+        .collect();
+    assert_eq!(left, [ids[2].clone(), ids[4].clone()]);
+    assert_eq!(
+        s.get_pending(&ids[1]).await.unwrap_err(),
+        Error::CALL_NOT_FOUND
+    );
+    clean(&s).await;
+    assert!(s.list_pending_page(None, 0).await.unwrap().is_empty());
 }
 
 /// 8 tasks × 25 creates at once all land; 8 tasks racing for the same 25

@@ -10,7 +10,8 @@
 
 use async_trait::async_trait;
 use fnrs_model::{
-    App, AppFilter, Call, CallFilter, Error, Fn, FnFilter, PendingCall, Trigger, TriggerFilter,
+    App, AppFilter, Call, CallFilter, DateTime, Error, Fn, FnFilter, PendingCall, Trigger,
+    TriggerFilter,
 };
 
 mod cache;
@@ -72,6 +73,19 @@ pub(crate) fn page_limit(per_page: u32) -> usize {
     } else {
         per_page as usize
     }
+}
+
+/// A pending detached call without its request: what a listing of many
+/// carries (see [`Datastore::list_pending_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSummary {
+    pub call_id: String,
+    pub fn_id: String,
+    /// Attempts made so far (see [`Datastore::bump_pending_attempts`]).
+    pub attempts: u32,
+    /// When the call was accepted: its call record's `created_at` (the
+    /// epoch should the record be missing).
+    pub created_at: DateTime,
 }
 
 /// Persistent state of fnrs. Implementations must be safe to share between
@@ -161,6 +175,44 @@ pub trait Datastore: Send + Sync + 'static {
     async fn insert_pending(&self, call: &Call, pending: &PendingCall) -> Result<()>;
     /// Every pending call, oldest first.
     async fn list_pending(&self) -> Result<Vec<PendingCall>>;
+    /// Pending calls without their requests, oldest (smallest id) first,
+    /// `call_id > after`, at most `limit` (0 = no limit): a page to go
+    /// through many without holding their bodies. The default reads every
+    /// whole call through [`Datastore::list_pending`]; the stores override
+    /// it.
+    async fn list_pending_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PendingSummary>> {
+        let mut page = Vec::new();
+        for p in self.list_pending().await? {
+            if after.is_some_and(|a| p.call_id.as_str() <= a) {
+                continue;
+            }
+            if page.len() >= page_limit(limit) {
+                break;
+            }
+            let created_at = self.get_call(&p.fn_id, &p.call_id).await?.created_at;
+            page.push(PendingSummary {
+                call_id: p.call_id,
+                fn_id: p.fn_id,
+                attempts: p.attempts,
+                created_at,
+            });
+        }
+        Ok(page)
+    }
+    /// One pending call with its request. Missing → 404 "Call not found".
+    /// The default searches [`Datastore::list_pending`]; the stores
+    /// override it.
+    async fn get_pending(&self, call_id: &str) -> Result<PendingCall> {
+        self.list_pending()
+            .await?
+            .into_iter()
+            .find(|p| p.call_id == call_id)
+            .ok_or(Error::CALL_NOT_FOUND)
+    }
     /// Record one more attempt at a pending call (before running it again).
     /// Missing → 404 "Call not found".
     async fn bump_pending_attempts(&self, call_id: &str) -> Result<()>;
@@ -257,6 +309,16 @@ impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
     }
     async fn list_pending(&self) -> Result<Vec<PendingCall>> {
         (**self).list_pending().await
+    }
+    async fn list_pending_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PendingSummary>> {
+        (**self).list_pending_page(after, limit).await
+    }
+    async fn get_pending(&self, call_id: &str) -> Result<PendingCall> {
+        (**self).get_pending(call_id).await
     }
     async fn bump_pending_attempts(&self, call_id: &str) -> Result<()> {
         (**self).bump_pending_attempts(call_id).await

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use fnrs_model::{
-    App, AppFilter, Call, CallFilter, Error, Fn, FnFilter, PendingCall, Trigger, TriggerFilter,
+    App, AppFilter, Call, CallFilter, DateTime, Error, Fn, FnFilter, PendingCall, Trigger,
+    TriggerFilter,
 };
 use parking_lot::Mutex;
 
-use crate::{Datastore, Result, TRIGGER_FN_NOT_IN_APP, page_limit};
+use crate::{Datastore, PendingSummary, Result, TRIGGER_FN_NOT_IN_APP, page_limit};
 
 #[derive(Default)]
 struct Tables {
@@ -418,6 +419,38 @@ impl Datastore for MemoryStore {
         let mut items: Vec<PendingCall> = t.pending.values().cloned().collect();
         items.sort_by(|a, b| a.call_id.cmp(&b.call_id));
         Ok(items)
+    }
+
+    async fn list_pending_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PendingSummary>> {
+        let t = self.tables.lock();
+        let mut items: Vec<&PendingCall> = t
+            .pending
+            .values()
+            .filter(|p| after.is_none_or(|a| p.call_id.as_str() > a))
+            .collect();
+        items.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+        Ok(items
+            .into_iter()
+            .take(page_limit(limit))
+            .map(|p| PendingSummary {
+                call_id: p.call_id.clone(),
+                fn_id: p.fn_id.clone(),
+                attempts: p.attempts,
+                created_at: t
+                    .calls
+                    .get(&p.call_id)
+                    .map_or(DateTime::from_millis(0), |c| c.created_at),
+            })
+            .collect())
+    }
+
+    async fn get_pending(&self, call_id: &str) -> Result<PendingCall> {
+        let t = self.tables.lock();
+        t.pending.get(call_id).cloned().ok_or(Error::CALL_NOT_FOUND)
     }
 
     async fn bump_pending_attempts(&self, call_id: &str) -> Result<()> {

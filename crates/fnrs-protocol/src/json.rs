@@ -56,8 +56,36 @@ pub(crate) fn content_type(headers: &HeaderMap) -> &[u8] {
         .unwrap_or(b"")
 }
 
-/// One line of `json` input: `{"call_id","deadline","body","content_type",
-/// "protocol"}` and `\n`, compact, Go-escaped.
+/// One line of `json` input around a body streamed in between:
+/// `{"call_id","deadline","body","content_type","protocol"}` and `\n`,
+/// compact, Go-escaped. The first part ends inside the opening quote of
+/// `body`, the second starts with its closing quote; the body goes between,
+/// escaped by a [`gojson::StrEscaper`].
+pub(crate) fn request_envelope(
+    call_id: &str,
+    deadline: &str,
+    method: &http::Method,
+    url: &str,
+    headers: &HeaderMap,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut head = Vec::with_capacity(128);
+    head.extend_from_slice(b"{\"call_id\":");
+    gojson::write_str(&mut head, call_id);
+    head.extend_from_slice(b",\"deadline\":");
+    gojson::write_str(&mut head, deadline);
+    head.extend_from_slice(b",\"body\":\"");
+    let mut tail = Vec::with_capacity(512);
+    tail.extend_from_slice(b"\",\"content_type\":");
+    gojson::write_bytes_as_str(&mut tail, content_type(headers));
+    tail.extend_from_slice(b",\"protocol\":");
+    write_protocol(&mut tail, method, url, headers);
+    tail.extend_from_slice(b"}\n");
+    (head, tail)
+}
+
+/// The whole line for a body at hand, as it was written before requests
+/// streamed: the reference the streamed line must equal.
+#[cfg(test)]
 pub(crate) fn write_request(
     out: &mut Vec<u8>,
     call_id: &str,
@@ -235,6 +263,49 @@ mod tests {
         );
         let expected = r#"{"call_id":"01M8A8FQ3HFW00008ZJ000001F","deadline":"2026-11-25T21:06:28.033Z","body":"{\"hello\":\"world\",\"n\":1}","content_type":"application/json","protocol":{"type":"http","method":"POST","request_url":"http://localhost:8080/invoke/01M8A8E1Z0FW00008ZJ0000004?q=1\u0026x=a%20b","headers":{"Accept":["*/*"],"Content-Length":["23"],"Content-Type":["application/json"],"User-Agent":["curl/7.88.1"],"X-Custom-Header":["Custom Value"],"X-Lower-Case":["lc1"],"X-Multi":["a","b"]}}}"#;
         assert_eq!(String::from_utf8(out).unwrap(), format!("{expected}\n"));
+    }
+
+    /// The streamed line (envelope, body escaped piece by piece) is byte
+    /// for byte the whole-body line, for random bodies and cuts.
+    #[test]
+    fn streamed_request_matches_the_whole_body_line() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "text/plain; charset=<x>".parse().unwrap());
+        h.append("x-multi", "a&b".parse().unwrap());
+        h.append("x-multi", "c".parse().unwrap());
+        let mut rng = crate::gojson::tests::Rng(0x2545_f491_4f6c_dd1d);
+        for case in 0..5_000 {
+            let body = rng.body(if case % 10 == 0 { 300 } else { 30 });
+            let mut want = Vec::new();
+            write_request(
+                &mut want,
+                "CALL",
+                "2026-11-25T21:06:28.033Z",
+                &body,
+                &http::Method::POST,
+                "http://h/invoke/f?a=1&b=<2>",
+                &h,
+            );
+            let (head, tail) = request_envelope(
+                "CALL",
+                "2026-11-25T21:06:28.033Z",
+                &http::Method::POST,
+                "http://h/invoke/f?a=1&b=<2>",
+                &h,
+            );
+            let mut got = head;
+            let mut esc = gojson::StrEscaper::default();
+            for p in rng.cuts(&body) {
+                esc.push(&mut got, p);
+            }
+            esc.finish(&mut got);
+            got.extend_from_slice(&tail);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "body {body:?}"
+            );
+        }
     }
 
     #[test]

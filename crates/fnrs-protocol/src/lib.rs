@@ -188,6 +188,13 @@ pub const MAX_HEAD_BUFFER: usize = 1 << 20;
 /// `json`, `cloudevent`) buffer at most when no body limit is configured.
 pub const BUFFERED_REPLY_CAP: u64 = 64 << 20;
 
+/// What the `cloudevent` format (and a client's own CloudEvent to a `json`
+/// fn) holds of a request body at most by default: it is parsed whole to
+/// become the event's `data`. Beyond it the call is 413
+/// [`errors::REQUEST_TOO_LARGE`]. The `json` format streams its body and
+/// holds only a piece at a time.
+pub const BUFFERED_REQUEST_CAP: u64 = 64 << 20;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -342,6 +349,8 @@ pub mod errors {
     pub const BODY_TOO_LARGE: Error = Error::new(502, "function response body too large");
     /// More than `FN_MAX_HDR_RESPONSE_SIZE` bytes of head.
     pub const HEADER_TOO_LARGE: Error = Error::new(502, "function response header too large");
+    /// A request body that must be held whole is over its cap (Fn's 413).
+    pub const REQUEST_TOO_LARGE: Error = Error::new(413, "Request content too large");
     /// The socket is not usable.
     pub const CONTAINER_INIT_FAIL: Error = Error::new(
         502,

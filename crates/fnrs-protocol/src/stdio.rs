@@ -17,8 +17,8 @@ use crate::headers::{is_cloudevent_request, sniff_content_type, strip_hop_by_hop
 use crate::httpfmt::{self, Chunk, ChunkedDecoder, Framing};
 use crate::json::{self, JsonScanner, Scan};
 use crate::{
-    BoxBody, BoxError, CallHandle, CallRequest, ErrorKind, Format, Limits, MAX_HEAD_BUFFER,
-    Outcome, ProtocolError, cloudevent, errors, full_body,
+    BUFFERED_REQUEST_CAP, BoxBody, BoxError, CallHandle, CallRequest, ErrorKind, Format, Limits,
+    MAX_HEAD_BUFFER, Outcome, ProtocolError, cloudevent, errors, full_body, gojson,
 };
 
 type Stdin = Pin<Box<dyn AsyncWrite + Send>>;
@@ -76,6 +76,8 @@ pub struct StdioConn {
     /// returns it when the body ends).
     reader: Arc<Mutex<Option<Reader>>>,
     limits: Limits,
+    /// Most bytes of a request body held whole (`cloudevent`).
+    request_cap: u64,
 }
 
 impl std::fmt::Debug for StdioConn {
@@ -123,7 +125,16 @@ impl StdioConn {
                 buf: BytesMut::with_capacity(16 * 1024),
             }))),
             limits,
+            request_cap: BUFFERED_REQUEST_CAP,
         }
+    }
+
+    /// Sets the most bytes of a request body that a `cloudevent` call holds
+    /// to parse it (default [`BUFFERED_REQUEST_CAP`]); beyond it the call is
+    /// 413 and the function gets nothing.
+    pub fn with_buffered_request_cap(mut self, cap: u64) -> Self {
+        self.request_cap = cap;
+        self
     }
 
     /// Whether the instance wrote to stdout (anything but whitespace) or
@@ -255,11 +266,76 @@ impl StdioConn {
         }
     }
 
-    async fn collect_body(body: BoxBody) -> Result<Bytes, ProtocolError> {
-        body.collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| bad_request(format!("error reading request body: {e}")))
+    /// The whole request body, refused with 413 beyond `cap` bytes (before
+    /// anything reached the function, so the instance stays usable).
+    async fn collect_body(mut body: BoxBody, cap: u64) -> Result<Bytes, ProtocolError> {
+        let too_large =
+            || ProtocolError::new(errors::REQUEST_TOO_LARGE, ErrorKind::BadRequest, true);
+        if body.size_hint().lower() > cap {
+            return Err(too_large());
+        }
+        let mut all = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| bad_request(format!("error reading request body: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if (all.len() + data.len()) as u64 > cap {
+                return Err(too_large());
+            }
+            all.extend_from_slice(&data);
+        }
+        Ok(all.freeze())
+    }
+
+    /// Writes a `json` request line, the body escaped piece by piece as it
+    /// arrives: only a piece of it is held at a time.
+    async fn send_json_request(&mut self, req: CallRequest) -> Result<(), ProtocolError> {
+        /// Escaped and written at a time (a client's piece may be larger).
+        const SLICE: usize = 64 * 1024;
+        let CallRequest {
+            call_id,
+            deadline,
+            method,
+            url,
+            mut headers,
+            mut body,
+            ..
+        } = req;
+        strip_hop_by_hop(&mut headers);
+        let (head, tail) =
+            json::request_envelope(&call_id, &deadline.to_string(), &method, &url, &headers);
+        // The head waits for the first piece: a body that fails at once
+        // leaves the function untouched and the instance usable.
+        let mut out = head;
+        let mut sent_any = false;
+        let mut esc = gojson::StrEscaper::default();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                let mut e = bad_request(format!("error reading request body: {e}"));
+                // Part of a request reached the function: out of step.
+                e.instance_ok = !sent_any;
+                e
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            for slice in data.chunks(SLICE) {
+                esc.push(&mut out, slice);
+                if !out.is_empty() {
+                    sent_any = true;
+                    self.stdin
+                        .write_all(&out)
+                        .await
+                        .map_err(ProtocolError::receive)?;
+                    out.clear();
+                }
+            }
+        }
+        esc.finish(&mut out);
+        out.extend_from_slice(&tail);
+        self.write_stdin(&out).await
     }
 
     async fn call_json(
@@ -267,20 +343,7 @@ impl StdioConn {
         req: CallRequest,
         reader: &mut Reader,
     ) -> Result<(Response<BoxBody>, bool), ProtocolError> {
-        let body = Self::collect_body(req.body).await?;
-        let mut headers = req.headers;
-        strip_hop_by_hop(&mut headers);
-        let mut line = Vec::with_capacity(body.len() + 512);
-        json::write_request(
-            &mut line,
-            &req.call_id,
-            &req.deadline.to_string(),
-            &body,
-            &req.method,
-            &req.url,
-            &headers,
-        );
-        self.write_stdin(&line).await?;
+        self.send_json_request(req).await?;
         let (obj, excess) = Self::read_object(self.object_cap(), reader).await?;
         // Fn replaced the instance after any reply it could not decode.
         let reply = json::parse_json_reply(&obj).map_err(|e| invalid(INVALID_JSON, e, false))?;
@@ -327,7 +390,7 @@ impl StdioConn {
         reader: &mut Reader,
         own_event: bool,
     ) -> Result<(Response<BoxBody>, bool), ProtocolError> {
-        let body = Self::collect_body(req.body).await?;
+        let body = Self::collect_body(req.body, self.request_cap).await?;
         let mut headers = req.headers;
         strip_hop_by_hop(&mut headers);
         let mut line = Vec::with_capacity(body.len() + 512);

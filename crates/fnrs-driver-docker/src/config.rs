@@ -83,7 +83,7 @@ impl Default for Ulimits {
     }
 }
 
-/// Whether a server (by id) is still running, for [`Driver::cleanup_leftovers`].
+/// Whether a server (by id) is still running, for [`Driver::cleanup_leftovers`](fnrs_driver::Driver::cleanup_leftovers).
 pub type IsLive = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Settings of the Docker driver; each field names the environment variable
@@ -92,7 +92,7 @@ pub type IsLive = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 pub struct DockerDriverConfig {
     /// [`ENV_DOCKER_HOST`]; `None` = the default unix socket.
     pub docker_host: Option<String>,
-    /// This server's id, put in [`LABEL_SERVER`].
+    /// This server's id, put in [`LABEL_SERVER`](crate::LABEL_SERVER).
     pub server_id: String,
     /// Whether a server id belongs to a running server; containers of others
     /// are removed by `cleanup_leftovers`. Default: only this server is live.

@@ -18,7 +18,7 @@ use crate::{DockerDriver, is_connection_error};
 pub(crate) type PullFuture = Shared<BoxFuture<'static, Result<(), DriverError>>>;
 
 /// How long an image found present and acceptable is trusted by
-/// [`Driver::start`] without inspecting it again (one engine request less per
+/// [`Driver::start`](fnrs_driver::Driver::start) without inspecting it again (one engine request less per
 /// cold start). A create that then finds it gone checks (pulls) it again; a
 /// tag moved to an image with a `VOLUME` is noticed after this long.
 pub const IMAGE_CHECK_TTL: Duration = Duration::from_secs(60);

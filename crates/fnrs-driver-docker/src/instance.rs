@@ -1,7 +1,10 @@
 //! A running container: its attached streams, the wait for its exit, and
 //! its removal.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +20,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::NetworkLease;
 
@@ -39,27 +43,130 @@ pub(crate) async fn force_remove(docker: &Docker, name: &str) -> Result<(), Boll
     }
 }
 
-/// Attach to the created container `spec.id` and start it; on error it is
-/// removed. Returns the instance and when the attach was done.
+/// Owns a container from before its create request until it is removed:
+/// dropped while armed, it removes the container in a spawned task (Drop is
+/// sync). Engine requests on the container go through [`ContainerGuard::run`],
+/// which finishes them even when the caller is dropped, and removal waits
+/// for them: a create or start still under way cannot outlive the guard.
+pub(crate) struct ContainerGuard {
+    docker: Docker,
+    id: String,
+    /// Held by each engine request on the container and by its removal.
+    busy: Arc<tokio::sync::Mutex<()>>,
+    /// The driver's background tasks, awaited at its shutdown.
+    tasks: TaskTracker,
+    armed: AtomicBool,
+}
+
+impl ContainerGuard {
+    /// A guard of the container named `id` (which may not exist yet).
+    pub(crate) fn new(docker: Docker, id: String, tasks: TaskTracker) -> Self {
+        Self {
+            docker,
+            id,
+            busy: Arc::new(tokio::sync::Mutex::new(())),
+            tasks,
+            armed: AtomicBool::new(true),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Run an engine request on the container in a task of its own, so that
+    /// it completes (and removal waits for it) even if this call is dropped.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        request: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, DriverError> {
+        let busy = Arc::clone(&self.busy).lock_owned().await;
+        let task = self.tasks.spawn(async move {
+            let r = request.await;
+            drop(busy);
+            r
+        });
+        match task.await {
+            Ok(r) => Ok(r),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(DriverError::Internal(
+                "engine request cancelled (runtime shutting down)".into(),
+            )),
+        }
+    }
+
+    /// SIGKILL the container (so that its waiter sees the exit); waits for
+    /// requests under way.
+    pub(crate) async fn kill(&self) {
+        let _busy = self.busy.lock().await;
+        let kill = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        let _ = self.docker.kill_container(&self.id, Some(kill)).await;
+    }
+
+    /// Remove the container now (a few attempts); disarms the guard once it
+    /// is gone.
+    pub(crate) async fn remove(&self) {
+        let _busy = self.busy.lock().await;
+        if remove_with_retries(&self.docker, &self.id).await {
+            self.armed.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        if !*self.armed.get_mut() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // The next start's cleanup_leftovers removes it.
+            tracing::warn!(container = %self.id, "container left: no runtime to remove it");
+            return;
+        };
+        let (docker, id, busy) = (
+            self.docker.clone(),
+            std::mem::take(&mut self.id),
+            Arc::clone(&self.busy),
+        );
+        self.tasks.spawn_on(
+            async move {
+                let _busy = busy.lock().await;
+                remove_with_retries(&docker, &id).await;
+            },
+            &rt,
+        );
+    }
+}
+
+/// Force-remove `id` with up to 3 attempts; whether it is gone.
+async fn remove_with_retries(docker: &Docker, id: &str) -> bool {
+    for attempt in 0..3 {
+        match force_remove(docker, id).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, attempt, "removing container failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    false
+}
+
+/// Attach to the container of `guard` (created from `spec`) and start it.
+/// On every path that does not return the instance, the guard (and the
+/// attach streams) are dropped, which removes the container. Returns the
+/// instance and when the attach was done.
 pub(crate) async fn launch(
-    docker: &Docker,
+    guard: ContainerGuard,
     spec: &InstanceSpec,
     network: NetworkLease,
     engine_error: impl Fn(&str, BollardError) -> DriverError,
     t0: std::time::Instant,
 ) -> Result<(DockerInstance, Duration), DriverError> {
+    let docker = guard.docker.clone();
     let id = spec.id.clone();
-    // From here on, failures remove the container.
-    let cleanup = |e: DriverError| {
-        let docker = docker.clone();
-        let id = id.clone();
-        async move {
-            if let Err(re) = force_remove(&docker, &id).await {
-                tracing::warn!(container = %id, error = %re, "removing failed container");
-            }
-            e
-        }
-    };
     let attach_opts = AttachContainerOptionsBuilder::default()
         .stdin(spec.stdin)
         .stdout(true)
@@ -67,18 +174,24 @@ pub(crate) async fn launch(
         .stream(true)
         .logs(false)
         .build();
-    let attached = match docker.attach_container(&id, Some(attach_opts)).await {
-        Ok(a) => a,
-        Err(e) => return Err(cleanup(engine_error("attaching container", e)).await),
-    };
+    let attached = docker
+        .attach_container(&id, Some(attach_opts))
+        .await
+        .map_err(|e| engine_error("attaching container", e))?;
     let t_attach = t0.elapsed();
     // Wait is set up before start so that a fast exit is not missed.
     let (exit_tx, exit_rx) = watch::channel(None::<ExitInfo>);
     let (out_w, out_r) = tokio::io::duplex(64 * 1024);
     let (err_w, err_r) = tokio::io::duplex(64 * 1024);
-    let demux = tokio::spawn(demultiplex(attached.output, out_w, err_w));
-    if let Err(e) = docker.start_container(&id, None).await {
-        demux.abort();
+    // Aborted (closing the attach stream) if this start goes no further.
+    let demux = AbortOnDropHandle::new(tokio::spawn(demultiplex(attached.output, out_w, err_w)));
+    let started = {
+        let (docker, id) = (docker.clone(), id.clone());
+        guard
+            .run(async move { docker.start_container(&id, None).await })
+            .await?
+    };
+    if let Err(e) = started {
         let e = match e {
             BollardError::DockerResponseServerError { message, .. }
                 if spec.syslog_url.is_some() && message.contains("logging driver") =>
@@ -93,31 +206,26 @@ pub(crate) async fn launch(
             }
             e => engine_error("starting container", e),
         };
-        return Err(cleanup(e).await);
+        return Err(e);
     }
-    let waiter = {
-        let docker = docker.clone();
-        let id = id.clone();
-        tokio::spawn(async move {
-            let info = wait_exit(&docker, &id).await;
-            let _ = exit_tx.send(Some(info));
-        })
-    };
+    let waiter = AbortOnDropHandle::new(tokio::spawn(async move {
+        let info = wait_exit(&docker, &id).await;
+        let _ = exit_tx.send(Some(info));
+    }));
     let stdin: Option<Pin<Box<dyn AsyncWrite + Send>>> = if spec.stdin {
         Some(attached.input)
     } else {
         None
     };
     let inst = DockerInstance {
-        id,
-        docker: docker.clone(),
+        container: guard,
         io: Mutex::new(Some(InstanceIo {
             stdin,
             stdout: Box::pin(out_r),
             stderr: Box::pin(err_r),
         })),
         exit: exit_rx,
-        tasks: Mutex::new(vec![demux, waiter]),
+        _tasks: [demux, waiter],
         destroyed: tokio::sync::Mutex::new(false),
         _network: network,
     };
@@ -218,13 +326,14 @@ async fn wait_exit(docker: &Docker, id: &str) -> ExitInfo {
     ExitInfo { code, oom_killed }
 }
 
-/// A running container.
+/// A running container. Dropped without [`Instance::destroy`], its guard
+/// removes the container; its tasks are aborted.
 pub(crate) struct DockerInstance {
-    id: String,
-    docker: Docker,
+    container: ContainerGuard,
     io: Mutex<Option<InstanceIo>>,
     exit: watch::Receiver<Option<ExitInfo>>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The demultiplexer and the waiter.
+    _tasks: [AbortOnDropHandle<()>; 2],
     destroyed: tokio::sync::Mutex<bool>,
     _network: NetworkLease,
 }
@@ -232,7 +341,7 @@ pub(crate) struct DockerInstance {
 #[async_trait]
 impl Instance for DockerInstance {
     fn id(&self) -> &str {
-        &self.id
+        self.container.id()
     }
 
     fn take_io(&mut self) -> Option<InstanceIo> {
@@ -256,47 +365,13 @@ impl Instance for DockerInstance {
             return;
         }
         // Kill first so the waiter sees the exit and inspect still works.
-        let kill = KillContainerOptionsBuilder::default()
-            .signal("SIGKILL")
-            .build();
-        let _ = self.docker.kill_container(&self.id, Some(kill)).await;
+        self.container.kill().await;
         if self.exit.borrow().is_none() {
             let mut rx = self.exit.clone();
             let _ =
                 tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|v| v.is_some())).await;
         }
-        for attempt in 0..3 {
-            match force_remove(&self.docker, &self.id).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(container = %self.id, error = %e, attempt, "removing container failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-        for t in self.tasks.lock().drain(..) {
-            t.abort();
-        }
+        self.container.remove().await;
         *done = true;
-    }
-}
-
-impl Drop for DockerInstance {
-    fn drop(&mut self) {
-        for t in self.tasks.lock().drain(..) {
-            t.abort();
-        }
-        // Dropped without destroy: remove the container in the background.
-        if !*self.destroyed.get_mut()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            let docker = self.docker.clone();
-            let id = std::mem::take(&mut self.id);
-            rt.spawn(async move {
-                if let Err(e) = force_remove(&docker, &id).await {
-                    tracing::warn!(container = %id, error = %e, "removing dropped container failed");
-                }
-            });
-        }
     }
 }

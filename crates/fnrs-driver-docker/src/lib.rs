@@ -32,6 +32,12 @@
 //!   closes the container's stdin).
 //! - **End**: `wait` gives the exit code (137 after a kill) and inspect's
 //!   `OOMKilled`; `destroy` force-removes the container with its volumes.
+//! - **Ownership**: from before its create request a container is owned by
+//!   a guard that removes it on every path (error, or the start's future
+//!   dropped) until it is handed over in the instance; an instance dropped
+//!   without `destroy` removes it too. Create and start requests finish in
+//!   tasks of their own, and removal waits for them; [`Driver::shutdown`]
+//!   waits for removals under way.
 //! - **Leftovers**: [`Driver::cleanup_leftovers`] removes containers labelled
 //!   by a server that is not running any more ([`DockerDriverConfig::is_live`]).
 //! - **Not done**: pausing idle containers ([`ENV_FREEZE_IDLE_MSECS`], off by
@@ -59,6 +65,7 @@ use bollard::errors::Error as BollardError;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use fnrs_driver::{Driver, DriverError, Instance, InstanceSpec};
 use parking_lot::Mutex;
+use tokio_util::task::TaskTracker;
 
 pub use config::*;
 pub use image::IMAGE_CHECK_TTL;
@@ -66,7 +73,7 @@ pub use reference::{ImageRef, RegistryAuth};
 pub use spec::{CONTAINER_USER, LABEL_APP, LABEL_FN, LABEL_SERVER};
 
 use image::PullFuture;
-use instance::force_remove;
+use instance::{ContainerGuard, force_remove};
 
 /// Runs image references as containers on a Docker engine.
 pub struct DockerDriver {
@@ -84,6 +91,8 @@ pub struct DockerDriver {
     network_use: Arc<Mutex<HashMap<String, usize>>>,
     /// The server host's name, given to containers on the default network.
     hostname: Option<String>,
+    /// Engine requests and removals that outlive a dropped start or instance.
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for DockerDriver {
@@ -164,6 +173,7 @@ impl DockerDriver {
             checked: Mutex::new(HashMap::new()),
             network_use: Arc::new(Mutex::new(network_use)),
             hostname,
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -263,9 +273,14 @@ impl Driver for DockerDriver {
             self.hostname.as_deref(),
         );
         let opts = spec::create_options(&spec);
-        let mut created = docker
-            .create_container(Some(opts.clone()), body.clone())
-            .await;
+        // From here on the guard owns the container (removed unless handed
+        // over in the instance), even while its create is under way.
+        let guard = ContainerGuard::new(docker.clone(), spec.id.clone(), self.tasks.clone());
+        let create = || {
+            let (docker, opts, body) = (docker.clone(), opts.clone(), body.clone());
+            async move { docker.create_container(Some(opts), body).await }
+        };
+        let mut created = guard.run(create()).await?;
         if trusted
             && matches!(
                 created,
@@ -278,7 +293,7 @@ impl Driver for DockerDriver {
             // The image went away since it was checked: check (pull) again.
             self.checked.lock().remove(&spec.image);
             self.ensure_image(&spec.image).await?;
-            created = docker.create_container(Some(opts), body).await;
+            created = guard.run(create()).await?;
         }
         match created {
             Ok(_) => {}
@@ -300,7 +315,7 @@ impl Driver for DockerDriver {
         }
         let t_create = t0.elapsed();
         let engine_error = |what: &str, e| self.engine_error(what, e);
-        let (inst, t_attach) = instance::launch(&docker, &spec, release, engine_error, t0).await?;
+        let (inst, t_attach) = instance::launch(guard, &spec, release, engine_error, t0).await?;
         tracing::debug!(
             container = %spec.id,
             fn_id = %spec.fn_id,
@@ -382,7 +397,24 @@ impl Driver for DockerDriver {
             }),
         }
     }
+
+    async fn shutdown(&self) {
+        // Removals begun by dropped starts and instances finish first.
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "container removals still under way at shutdown"
+            );
+        }
+    }
 }
+
+/// Longest wait of [`Driver::shutdown`] for removals under way.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

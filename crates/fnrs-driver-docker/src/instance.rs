@@ -95,20 +95,12 @@ impl ContainerGuard {
         }
     }
 
-    /// SIGKILL the container (so that its waiter sees the exit); waits for
-    /// requests under way.
-    pub(crate) async fn kill(&self) {
+    /// SIGKILL the container (its waiter sees the exit) and force-remove it
+    /// (a few attempts), once requests under way are done; disarms the guard
+    /// once it is gone.
+    pub(crate) async fn end(&self) {
         let _busy = self.busy.lock().await;
-        let kill = KillContainerOptionsBuilder::default()
-            .signal("SIGKILL")
-            .build();
-        let _ = self.docker.kill_container(&self.id, Some(kill)).await;
-    }
-
-    /// Remove the container now (a few attempts); disarms the guard once it
-    /// is gone.
-    pub(crate) async fn remove(&self) {
-        let _busy = self.busy.lock().await;
+        kill(&self.docker, &self.id).await;
         if remove_with_retries(&self.docker, &self.id).await {
             self.armed.store(false, Ordering::Release);
         }
@@ -138,6 +130,36 @@ impl Drop for ContainerGuard {
             &rt,
         );
     }
+}
+
+/// How many containers [`end_all`] ends at once.
+const END_CONCURRENCY: usize = 16;
+
+/// SIGKILL and force-remove the containers `ids`, [`END_CONCURRENCY`] at a
+/// time; returns how many could not be removed.
+pub(crate) async fn end_all(docker: &Docker, ids: Vec<String>) -> usize {
+    futures::stream::iter(ids)
+        .map(|id| async move {
+            kill(docker, &id).await;
+            match force_remove(docker, &id).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "removing container failed");
+                    1
+                }
+            }
+        })
+        .buffer_unordered(END_CONCURRENCY)
+        .fold(0, |n, failed| async move { n + failed })
+        .await
+}
+
+/// SIGKILL a container; one that is gone or not running is fine.
+async fn kill(docker: &Docker, id: &str) {
+    let opts = KillContainerOptionsBuilder::default()
+        .signal("SIGKILL")
+        .build();
+    let _ = docker.kill_container(id, Some(opts)).await;
 }
 
 /// Force-remove `id` with up to 3 attempts; whether it is gone.
@@ -364,14 +386,9 @@ impl Instance for DockerInstance {
         if *done {
             return;
         }
-        // Kill first so the waiter sees the exit and inspect still works.
-        self.container.kill().await;
-        if self.exit.borrow().is_none() {
-            let mut rx = self.exit.clone();
-            let _ =
-                tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|v| v.is_some())).await;
-        }
-        self.container.remove().await;
+        // No waiting for the exit in between: the waiter sees the kill (or
+        // the removal) by itself, and wait() reports 137 either way.
+        self.container.end().await;
         *done = true;
     }
 }

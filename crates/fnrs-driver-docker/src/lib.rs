@@ -39,7 +39,11 @@
 //!   tasks of their own, and removal waits for them; [`Driver::shutdown`]
 //!   waits for removals under way.
 //! - **Leftovers**: [`Driver::cleanup_leftovers`] removes containers labelled
-//!   by a server that is not running any more ([`DockerDriverConfig::is_live`]).
+//!   by a server that is not running any more ([`DockerDriverConfig::is_live`];
+//!   `fnrs serve` counts a server as running while it holds its lock, so
+//!   a server without a lock file is not), 16 at a time (SIGKILL, then force
+//!   remove). [`Driver::shutdown`] removes this server's remaining containers
+//!   the same way.
 //! - **Not done**: pausing idle containers ([`ENV_FREEZE_IDLE_MSECS`], off by
 //!   default here: Fn's pause costs ~10 ms on the next call), the syslog log
 //!   driver of apps with `syslog_url`, the image cleaner, prefork pools.
@@ -73,7 +77,7 @@ pub use reference::{ImageRef, RegistryAuth};
 pub use spec::{CONTAINER_USER, LABEL_APP, LABEL_FN, LABEL_SERVER};
 
 use image::PullFuture;
-use instance::{ContainerGuard, force_remove};
+use instance::ContainerGuard;
 
 /// Runs image references as containers on a Docker engine.
 pub struct DockerDriver {
@@ -340,7 +344,7 @@ impl Driver for DockerDriver {
             .await
             .map_err(|e| self.engine_error("listing containers", e))?;
         let mut live_cache: HashMap<String, bool> = HashMap::new();
-        let mut failed = 0;
+        let mut leftovers = Vec::new();
         for c in list {
             let Some(server) = c.labels.as_ref().and_then(|l| l.get(LABEL_SERVER)).cloned() else {
                 continue;
@@ -356,11 +360,9 @@ impl Driver for DockerDriver {
             }
             let Some(cid) = c.id else { continue };
             tracing::info!(container = %cid, server = %server, "removing leftover container");
-            if let Err(e) = force_remove(&docker, &cid).await {
-                tracing::warn!(container = %cid, error = %e, "removing leftover container failed");
-                failed += 1;
-            }
+            leftovers.push(cid);
         }
+        let failed = instance::end_all(&docker, leftovers).await;
         if failed > 0 {
             // The servers' locks must stay for the next start to retry.
             return Err(DriverError::Internal(format!(
@@ -409,6 +411,25 @@ impl Driver for DockerDriver {
                 tasks = self.tasks.len(),
                 "container removals still under way at shutdown"
             );
+        }
+        // Then whatever of this server is still there goes, all at once.
+        let Ok(docker) = self.client() else { return };
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&spec::server_filter(Some(&self.config.server_id)))
+            .build();
+        match docker.list_containers(Some(opts)).await {
+            Ok(list) => {
+                let ids: Vec<String> = list.into_iter().filter_map(|c| c.id).collect();
+                if !ids.is_empty() {
+                    tracing::info!(containers = ids.len(), "removing containers at shutdown");
+                }
+                let failed = instance::end_all(&docker, ids).await;
+                if failed > 0 {
+                    tracing::warn!(failed, "containers left at shutdown");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing containers at shutdown failed"),
         }
     }
 }

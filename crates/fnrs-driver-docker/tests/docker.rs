@@ -3,7 +3,8 @@
 //! Needs `bash scripts/docker-setup.sh` and `. /var/tmp/fnrs-docker/env.sh`
 //! (`FNRS_TEST_DOCKER=1` and the image and registry variables). Without them
 //! every test here fails, naming what is missing. Containers made here are
-//! named `fnrstest-…`, and each test removes its own (also on panic).
+//! named `fnrstest-…`, and each test removes its own (also on panic). Each
+//! driver's server id holds its server lock, as a real server's does.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -67,7 +68,14 @@ impl Drop for Cleanup {
     }
 }
 
+/// The server locks of this test process's drivers: a server starting
+/// meanwhile removes the containers of every server id whose lock is free.
+static LOCKS: std::sync::Mutex<Vec<fnrs_agent::ServerLock>> = std::sync::Mutex::new(Vec::new());
+
 fn config(server_id: &str) -> DockerDriverConfig {
+    let lock = fnrs_agent::ServerLock::acquire(&fnrs_agent::default_lock_dir(), server_id)
+        .expect("server lock");
+    LOCKS.lock().unwrap().push(lock);
     DockerDriverConfig {
         server_id: server_id.to_string(),
         // Every other server counts as live: tests must not touch others'.
@@ -874,4 +882,26 @@ async fn twenty_containers_end_quickly() {
     futures::future::join_all(insts.iter().map(|i| i.destroy())).await;
     eprintln!("20 containers destroyed at once in {:?}", t.elapsed());
     assert!(server_containers(&d).await.is_empty());
+    let insts = start_sleepers(&d, 20, &mut cleanup).await;
+    let t = std::time::Instant::now();
+    d.shutdown().await;
+    eprintln!(
+        "20 containers removed by Driver::shutdown in {:?}",
+        t.elapsed()
+    );
+    assert!(server_containers(&d).await.is_empty());
+    drop(insts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_removes_every_container_of_the_server() {
+    // Whatever instance is still there when the driver shuts down goes.
+    let d = driver();
+    let mut cleanup = Cleanup(vec![]);
+    let insts = start_sleepers(&d, 5, &mut cleanup).await;
+    assert_eq!(server_containers(&d).await.len(), 5);
+    d.shutdown().await;
+    let left = server_containers(&d).await;
+    assert!(left.is_empty(), "shutdown left {left:?}");
+    drop(insts);
 }

@@ -233,9 +233,9 @@ fn docker_driver(
     }
     dc.max_pids = u64::from(args.max_pids);
     let lock_dir = lock_dir.to_path_buf();
-    // Containers are removed only for servers known to have stopped on this
-    // machine: the engine may be shared with servers elsewhere.
-    dc.is_live = Arc::new(move |id| !fnrs_agent::server_is_dead(&lock_dir, id));
+    // A live server holds its lock from before its first container on: the
+    // containers of any other server id (lock file or not) are leftovers.
+    dc.is_live = Arc::new(move |id| fnrs_agent::server_is_live(&lock_dir, id));
     DockerDriver::new(dc).map_err(|e| anyhow::anyhow!("docker driver: {e}"))
 }
 

@@ -205,3 +205,46 @@ async fn app_syslog_url_receives_the_container_output() {
     assert_eq!(a.status, 500, "{a:?}");
     assert_eq!(a.json()["message"], "Syslog Unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_servers_containers_go_at_the_next_start_lock_file_or_not() {
+    // A server killed while its lock file was being removed leaves neither a
+    // running server nor a lock: its containers are still leftovers.
+    let mut s = Srv::start().await;
+    let img = image("FNRS_TEST_DOCKER_IMAGE_RUST");
+    let id = s.server_id().await;
+    let _cleanup = RemoveContainersOf(id.clone());
+    for i in 0..3 {
+        let f = s.func(&format!("hot{i}"), &img, json!({})).await;
+        let a = s.invoke(&f, r#"{"name":"x"}"#).await;
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    assert_eq!(containers_of(&id).len(), 3, "one hot container per fn");
+    s.server.kill9();
+    let lock = fnrs_agent::default_lock_dir().join(format!("{id}.lock"));
+    std::fs::remove_file(&lock).unwrap_or_else(|e| panic!("{}: {e}", lock.display()));
+    assert_eq!(containers_of(&id).len(), 3, "SIGKILL leaves the containers");
+    // The next server cleans up before it answers at all.
+    s.server.restart().await.expect("restarts");
+    let left = containers_of(&id);
+    assert!(
+        left.is_empty(),
+        "the killed server's containers stay: {left:?}"
+    );
+    assert_ne!(s.server_id().await, id);
+}
+
+/// Removes a server's containers when dropped (also when a test fails).
+struct RemoveContainersOf(String);
+
+impl Drop for RemoveContainersOf {
+    fn drop(&mut self) {
+        let ids = containers_of(&self.0);
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .output();
+        }
+    }
+}

@@ -42,6 +42,12 @@ pub struct AgentConfig {
     pub disable_debug_user_logs: bool,
     /// `FN_MAX_CALLS_PER_FN` (new; 1000): call records kept per fn.
     pub max_calls_per_fn: u32,
+    /// `FN_DETACHED_MAX_AGE_SECS` (new; 3600): how long a detached call that
+    /// finds the server busy keeps trying before it is recorded as failed.
+    pub detached_max_age: Duration,
+    /// `FN_RECORDER_BACKLOG_BYTES` (new; 64 MiB): records and logs waiting
+    /// for the store; beyond it logs, then records, are dropped (counted).
+    pub recorder_backlog_bytes: usize,
     /// `FN_MAX_REQUEST_SIZE` (0 = unlimited): also bounds a detached call's
     /// body, which is stored.
     pub max_request_size: u64,
@@ -68,6 +74,8 @@ impl Default for AgentConfig {
             disable_debug_user_logs: false,
             max_calls_per_fn: 1000,
             max_request_size: 0,
+            detached_max_age: Duration::from_secs(3600),
+            recorder_backlog_bytes: crate::recorder::DEFAULT_BACKLOG_BYTES,
             server_id: None,
             lock_dir: crate::iofs::default_lock_dir(),
         }

@@ -41,6 +41,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use config::{AgentConfig, DEFAULT_HOT_POLL_MSECS};
+pub use recorder::DEFAULT_BACKLOG_BYTES;
 pub use fnrs_model::CALL_ID_HEADER;
 pub use iofs::{
     ServerLock, default_iofs_base, default_lock_dir, running_as_root, server_is_dead,
@@ -198,7 +199,11 @@ impl Agent {
                 .then_some(config.max_response_size),
         };
         let agent = Arc::new(Self {
-            recorder: Recorder::start(Arc::clone(&store), config.max_calls_per_fn),
+            recorder: Recorder::start_with_backlog(
+                Arc::clone(&store),
+                config.max_calls_per_fn,
+                config.recorder_backlog_bytes,
+            ),
             config,
             store,
             drivers,
@@ -310,13 +315,7 @@ impl Agent {
         mut record: fnrs_model::Call,
     ) -> Result<Response<BoxBody>, CallError> {
         let call_id = record.id.clone();
-        let queued = Instant::now();
-        let result = if format.is_hot() {
-            self.run_hot(call, format, &mut record, queued).await
-        } else {
-            self.run_cold(call, &mut record, queued).await
-        };
-        match result {
+        match self.run_once(call, format, &mut record).await {
             Ok(mut resp) => {
                 if let Ok(v) = HeaderValue::from_str(&call_id) {
                     resp.headers_mut()
@@ -331,6 +330,21 @@ impl Agent {
                 self.recorder.call(record);
                 Err(CallError::new(Some(&call_id), e))
             }
+        }
+    }
+
+    /// Run a call; a failure leaves its record to the caller.
+    async fn run_once(
+        self: &Arc<Self>,
+        call: InvokeCall,
+        format: Format,
+        record: &mut fnrs_model::Call,
+    ) -> Result<Response<BoxBody>, Error> {
+        let queued = Instant::now();
+        if format.is_hot() {
+            self.run_hot(call, format, record, queued).await
+        } else {
+            self.run_cold(call, record, queued).await
         }
     }
 

@@ -38,7 +38,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// never waits for the database): logs first, once they hold
 /// [`LOG_SHARE_PERCENT`] of the bound (`fn_logs_dropped_total`); call
 /// records only when the whole bound is taken (`fn_records_dropped_total`).
-pub(crate) const DEFAULT_BACKLOG_BYTES: usize = 64 << 20;
+pub const DEFAULT_BACKLOG_BYTES: usize = 64 << 20;
 /// The share of the backlog's bound logs may take; the rest is kept for
 /// call records (≈ 30 000 of them at the default bound).
 const LOG_SHARE_PERCENT: usize = 75;
@@ -99,6 +99,7 @@ impl std::fmt::Debug for Record {
 
 impl Recorder {
     /// A recorder with the default backlog bound ([`DEFAULT_BACKLOG_BYTES`]).
+    #[cfg(test)]
     pub(crate) fn start(store: Arc<dyn Datastore>, keep_per_fn: u32) -> Arc<Self> {
         Self::start_with_backlog(store, keep_per_fn, DEFAULT_BACKLOG_BYTES)
     }

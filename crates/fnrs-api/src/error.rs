@@ -63,7 +63,7 @@ impl ApiError {
 
     /// 413 for a body without a length that ran over the limit.
     pub fn content_too_large() -> Self {
-        Self::new(413, "Request content too large")
+        fnrs_model::Error::CONTENT_TOO_LARGE.into()
     }
 }
 
@@ -172,10 +172,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FnJson<T> {
             let frame = match frame {
                 Ok(f) => f,
                 // The FN_MAX_REQUEST_SIZE limit, or a broken body.
-                Err(e) if e.to_string().contains("length limit exceeded") => {
-                    return Err(ApiError::content_too_large());
+                Err(e) => {
+                    let why = fnrs_model::Error::request_body(&e);
+                    return Err(if why.status == 413 {
+                        ApiError::content_too_large()
+                    } else {
+                        fnrs_model::Error::INVALID_JSON.into()
+                    });
                 }
-                Err(_) => return Err(fnrs_model::Error::INVALID_JSON.into()),
             };
             let Ok(data) = frame.into_data() else {
                 continue;

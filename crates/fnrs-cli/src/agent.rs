@@ -39,6 +39,10 @@ pub const ENV_MAX_HDR_RESPONSE_SIZE: &str = "FN_MAX_HDR_RESPONSE_SIZE";
 pub const ENV_MAX_LOG_SIZE_BYTES: &str = "FN_MAX_LOG_SIZE_BYTES";
 /// Don't echo function output into the server log at debug level.
 pub const ENV_DISABLE_DEBUG_USER_LOGS: &str = "FN_DISABLE_DEBUG_USER_LOGS";
+/// How long a busy detached call keeps trying, in seconds.
+pub const ENV_DETACHED_MAX_AGE_SECS: &str = "FN_DETACHED_MAX_AGE_SECS";
+/// Bytes of call records and logs waiting for the store.
+pub const ENV_RECORDER_BACKLOG_BYTES: &str = "FN_RECORDER_BACKLOG_BYTES";
 /// Call records kept per fn (older ones are pruned).
 pub const ENV_MAX_CALLS_PER_FN: &str = "FN_MAX_CALLS_PER_FN";
 
@@ -81,6 +85,14 @@ pub struct AgentArgs {
     /// Don't echo function output into the server log (at debug level).
     #[arg(long, env = ENV_DISABLE_DEBUG_USER_LOGS, default_value_t = false)]
     pub disable_debug_user_logs: bool,
+    /// How long a detached call that finds the server busy keeps trying
+    /// (with backoff), in seconds; then it is recorded as failed.
+    #[arg(long, env = ENV_DETACHED_MAX_AGE_SECS, default_value_t = 3600)]
+    pub detached_max_age_secs: u64,
+    /// Bytes of call records and logs waiting for the store; beyond it logs,
+    /// then records, are dropped (counted in /metrics).
+    #[arg(long, env = ENV_RECORDER_BACKLOG_BYTES, default_value_t = fnrs_agent::DEFAULT_BACKLOG_BYTES)]
+    pub recorder_backlog_bytes: usize,
     /// Call records kept per fn.
     #[arg(long, env = ENV_MAX_CALLS_PER_FN, default_value_t = 1000)]
     pub max_calls_per_fn: u32,
@@ -148,6 +160,8 @@ impl AgentArgs {
             max_log_size: self.max_log_size_bytes,
             disable_debug_user_logs: self.disable_debug_user_logs,
             max_calls_per_fn: self.max_calls_per_fn,
+            recorder_backlog_bytes: self.recorder_backlog_bytes,
+            detached_max_age: Duration::from_secs(self.detached_max_age_secs),
             max_request_size,
             server_id: Some(server_id.to_string()),
             lock_dir: fnrs_agent::default_lock_dir(),

@@ -34,6 +34,25 @@ impl Error {
         )
     }
 
+    /// 413 for a body without a length that ran over the limit.
+    pub const CONTENT_TOO_LARGE: Error = Error::new(413, "Request content too large");
+    /// 400 for a request body that broke off (the client went away or sent
+    /// a malformed body).
+    pub const BODY_BROKEN: Error = Error::new(400, "error reading request body");
+
+    /// How a client's request body failed, from its error: over
+    /// `FN_MAX_REQUEST_SIZE` (413), or broken (400).
+    pub fn request_body(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cur = Some(e);
+        while let Some(e) = cur {
+            if e.is::<http_body_util::LengthLimitError>() {
+                return Self::CONTENT_TOO_LARGE;
+            }
+            cur = e.source();
+        }
+        Self::BODY_BROKEN
+    }
+
     pub const INTERNAL: Error = Error::new(500, "internal server error");
     pub const INVALID_JSON: Error = Error::new(400, "Invalid JSON");
 

@@ -350,7 +350,7 @@ pub mod errors {
     /// More than `FN_MAX_HDR_RESPONSE_SIZE` bytes of head.
     pub const HEADER_TOO_LARGE: Error = Error::new(502, "function response header too large");
     /// A request body that must be held whole is over its cap (Fn's 413).
-    pub const REQUEST_TOO_LARGE: Error = Error::new(413, "Request content too large");
+    pub const REQUEST_TOO_LARGE: Error = Error::CONTENT_TOO_LARGE;
     /// The socket is not usable.
     pub const CONTAINER_INIT_FAIL: Error = Error::new(
         502,

@@ -105,6 +105,15 @@ fn done_now(outcome: Outcome) -> oneshot::Receiver<Outcome> {
     rx
 }
 
+/// The client's request body failed: 413 or 400, the instance untouched.
+fn body_failed(e: &BoxError) -> ProtocolError {
+    ProtocolError::new(
+        fnrs_model::Error::request_body(&**e),
+        ErrorKind::BadRequest,
+        true,
+    )
+}
+
 fn bad_request(msg: impl Into<String>) -> ProtocolError {
     ProtocolError::new(
         fnrs_model::Error::with_message(400, msg),
@@ -277,7 +286,7 @@ impl StdioConn {
         let mut all = BytesMut::new();
         while let Some(frame) = body.frame().await {
             let frame =
-                frame.map_err(|e| bad_request(format!("error reading request body: {e}")))?;
+                frame.map_err(|e| body_failed(&e))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -313,7 +322,7 @@ impl StdioConn {
         let mut esc = gojson::StrEscaper::default();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
-                let mut e = bad_request(format!("error reading request body: {e}"));
+                let mut e = body_failed(&e);
                 // Part of a request reached the function: out of step.
                 e.instance_ok = !sent_any;
                 e
@@ -539,7 +548,7 @@ impl StdioConn {
             let frame = frame.map_err(|e| {
                 // The function got part of a request: it cannot be trusted
                 // to be in step any more.
-                let mut e = bad_request(format!("error reading request body: {e}"));
+                let mut e = body_failed(&e);
                 e.instance_ok = false;
                 e
             })?;

@@ -179,6 +179,14 @@ impl HttpStreamConn {
             headers.insert(FN_DEADLINE, v);
         }
 
+        // A client's upload that fails fails the function's connection too;
+        // the instance is fine, and the client gets 413 or 400.
+        let failed = Arc::new(std::sync::OnceLock::new());
+        let body = WatchedBody {
+            inner: body,
+            failed: Arc::clone(&failed),
+        }
+        .boxed_unsync();
         let mut request = Request::new(body);
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = Uri::from_static("/call");
@@ -193,7 +201,10 @@ impl HttpStreamConn {
             Ok(resp) => resp,
             Err(e) => {
                 self.drop_link();
-                return Err(e);
+                return Err(match failed.get() {
+                    Some(why) => ProtocolError::new(why.clone(), ErrorKind::BadRequest, true),
+                    None => e,
+                });
             }
         };
         let shared = self.shared.clone();
@@ -725,5 +736,35 @@ mod tests {
         // A response head arriving after that is refused.
         let (tx, _rx) = oneshot::channel();
         assert!(!shared.arm(tx));
+    }
+}
+
+/// A request body that remembers how it failed (see [`HttpStreamConn::call`]).
+struct WatchedBody {
+    inner: BoxBody,
+    failed: Arc<std::sync::OnceLock<fnrs_model::Error>>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let r = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Err(e)) = &r {
+            let _ = self.failed.set(fnrs_model::Error::request_body(&**e));
+        }
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

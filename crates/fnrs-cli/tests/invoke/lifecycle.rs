@@ -345,3 +345,64 @@ async fn a_starting_servers_cgroups_are_not_taken_for_leftovers() {
         std::fs::remove_dir(d).expect("cgroup removed");
     }
 }
+
+/// Wait (bounded) until the server has `n` instances.
+async fn until_at_least(s: &Srv, n: u64) {
+    for _ in 0..100 {
+        if s.instances().await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never {n} instances");
+}
+
+/// A detached call that finds the server busy tries again until there is
+/// room; one that stays busy past `FN_DETACHED_MAX_AGE_SECS` is recorded as
+/// failed, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_detached_calls_wait_for_room_then_fail_when_too_old() {
+    let s = Arc::new(
+        Srv::start_with(&[
+            ("FN_MAX_TOTAL_MEMORY_BYTES", "134217728"),
+            ("FN_MAX_QUEUE_WAIT_MSECS", "300"),
+            ("FN_DETACHED_MAX_AGE_SECS", "4"),
+        ])
+        .await,
+    );
+    let d = sleeper();
+    let f = s.func("busybg", &d.image(), json!({"memory": 128})).await;
+    let detached = |body: &'static str| {
+        let s = s.clone();
+        let f = f.clone();
+        async move {
+            let a = s
+                .send(
+                    s.http
+                        .post(s.url(&format!("/invoke/{f}")))
+                        .header("fn-invoke-type", "detached")
+                        .body(body),
+                )
+                .await;
+            assert_eq!(a.status, 202, "{a:?}");
+            a.call_id()
+        }
+    };
+    for (hold, want) in [("sleep 2", "success"), ("sleep 9", "error")] {
+        let slow = {
+            let s = s.clone();
+            let f = f.clone();
+            tokio::spawn(async move { s.invoke(&f, hold).await.status })
+        };
+        until_at_least(&s, 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let id = detached("quick").await;
+        let rec = s.final_call(&f, &id).await;
+        assert_eq!(rec["status"], want, "held by {hold:?}: {rec}");
+        if want == "error" {
+            let why = rec["error"].as_str().unwrap_or_default();
+            assert!(why.contains("FN_DETACHED_MAX_AGE_SECS"), "{rec}");
+        }
+        assert_eq!(slow.await.unwrap(), 200);
+    }
+}

@@ -18,3 +18,4 @@ mod drivers;
 mod formats;
 mod hostile;
 mod lifecycle;
+mod settings;

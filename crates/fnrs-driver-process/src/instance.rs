@@ -113,13 +113,24 @@ impl ProcessDriver {
         dir: &Path,
         argv: &[String],
     ) -> Result<Box<dyn Instance>, DriverError> {
+        // mkdir and limit writes in cgroupfs: off the async workers.
         let cg = match &self.cgroups {
-            Some(c) => Some(Arc::new(
-                c.create(&spec.id, spec.memory_mb, self.config.max_pids)
+            Some(c) => {
+                let (c, id, mb, pids) = (
+                    c.clone(),
+                    spec.id.clone(),
+                    spec.memory_mb,
+                    self.config.max_pids,
+                );
+                let made = tokio::task::spawn_blocking(move || c.create(&id, mb, pids))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r)
                     .map_err(|e| {
                         DriverError::Internal(format!("cannot create cgroup for {}: {e}", spec.id))
-                    })?,
-            )),
+                    })?;
+                Some(Arc::new(made))
+            }
             None => None,
         };
         // Removes the cgroup (and whatever got into it) on every way out of
@@ -130,7 +141,7 @@ impl ProcessDriver {
             (Some(_), Some(p)) => match seccomp::program_fd(p) {
                 Ok(fd) => Some(fd),
                 Err(e) => {
-                    guard.cleanup_now();
+                    drop(guard);
                     return Err(DriverError::Internal(format!("seccomp pipe: {e}")));
                 }
             },
@@ -144,7 +155,7 @@ impl ProcessDriver {
             (Some(_), NetworkMode::Private) => match net::Handshake::new() {
                 Ok(h) => Some(h),
                 Err(e) => {
-                    guard.cleanup_now();
+                    drop(guard);
                     return Err(DriverError::Internal(format!("network pipes: {e}")));
                 }
             },
@@ -218,7 +229,7 @@ impl ProcessDriver {
                     Some(Err(e)) => e.to_string(),
                     _ => "spawner failed".to_string(),
                 };
-                guard.cleanup_now();
+                drop(guard);
                 return Err(DriverError::Internal(format!(
                     "cannot start {}: {e}",
                     argv[0]
@@ -231,7 +242,7 @@ impl ProcessDriver {
                 Err(e) => {
                     // The sandbox dies with its process (kill on drop).
                     drop(child);
-                    guard.cleanup_now();
+                    drop(guard);
                     return Err(DriverError::Internal(format!(
                         "cannot set up the network of {}: {e}",
                         spec.id
@@ -257,23 +268,16 @@ impl ProcessDriver {
     /// instance's (renamed to the id, memory limit set), then it gets
     /// bwrap's command line. On error the launcher comes back, unusable:
     /// [`pool::discard_now`] it (its cgroup may have the instance's name).
-    pub(crate) fn start_pooled(
+    pub(crate) async fn start_pooled(
         &self,
-        mut l: pool::Launcher,
+        l: pool::Launcher,
         spec: &InstanceSpec,
         dir: &Path,
         argv: &[String],
-    ) -> Result<Box<dyn Instance>, (String, Box<pool::Launcher>)> {
+    ) -> Result<Box<dyn Instance>, (String, Option<Box<pool::Launcher>>)> {
         let Some(bwrap) = &self.bwrap else {
-            return Err(("no bwrap".into(), Box::new(l)));
+            return Err(("no bwrap".into(), Some(Box::new(l))));
         };
-        if let Some(cg) = l.cgroup_mut()
-            && let Err(e) = cg
-                .rename(&spec.id)
-                .and_then(|()| cg.set_memory(spec.memory_mb))
-        {
-            return Err((format!("cgroup: {e}"), Box::new(l)));
-        }
         // The instance's env on top of the base (later wins); what
         // setenv(3) refuses is left out.
         let mut env: Vec<(String, String)> = Vec::new();
@@ -287,22 +291,44 @@ impl ProcessDriver {
             env.retain(|(k0, _)| *k0 != k);
             env.push((k, v));
         }
-        let launched = if l.prebuilt() {
-            l.run(dir, spec.iofs_dir.as_deref(), &env, argv)
-        } else {
+        let args = (!l.prebuilt()).then(|| {
             let mut args: Vec<OsString> = vec![bwrap.as_os_str().to_owned(), "--clearenv".into()];
-            for (k, v) in env {
+            for (k, v) in &env {
                 args.push("--setenv".into());
                 args.push(k.into());
                 args.push(v.into());
             }
             args.extend(self.bwrap_args(spec, dir, l.seccomp_fd, None));
             args.extend(argv.iter().map(OsString::from));
-            l.launch(&args)
+            args
+        });
+        // Renaming the cgroup, setting its limit, the mounts and the pipe
+        // write touch the kernel's file systems: off the async workers.
+        let (id, memory_mb, iofs) = (spec.id.clone(), spec.memory_mb, spec.iofs_dir.clone());
+        let (dir2, argv2) = (dir.to_path_buf(), argv.to_vec());
+        let prepared = tokio::task::spawn_blocking(move || {
+            let mut l = l;
+            let r = (|| {
+                if let Some(cg) = l.cgroup_mut() {
+                    cg.rename(&id)
+                        .and_then(|()| cg.set_memory(memory_mb))
+                        .map_err(|e| format!("cgroup: {e}"))?;
+                }
+                match &args {
+                    None => l.run(&dir2, iofs.as_deref(), &env, &argv2),
+                    Some(args) => l.launch(args),
+                }
+                .map_err(|e| format!("launcher: {e}"))
+            })();
+            (l, r)
+        })
+        .await;
+        let l = match prepared {
+            Ok((l, Ok(()))) => l,
+            Ok((l, Err(e))) => return Err((e, Some(Box::new(l)))),
+            // The launcher went with the panicked task (its drop cleans up).
+            Err(e) => return Err((format!("launcher task: {e}"), None)),
         };
-        if let Err(e) = launched {
-            return Err((format!("launcher: {e}"), Box::new(l)));
-        }
         let (mut child, cgroup, mounts, network) = l.into_parts();
         if !spec.stdin {
             // Closed at once: the function reads end of file.
@@ -366,16 +392,6 @@ fn make_instance(
 /// Removes an instance cgroup unless disarmed (`.0 = None`).
 struct CgroupGuard(Option<Arc<cgroup::InstanceCgroup>>);
 
-impl CgroupGuard {
-    /// Clean up now, on this thread (quick when nothing runs in it).
-    fn cleanup_now(&mut self) {
-        if let Some(cg) = self.0.take() {
-            let _ = cg.kill_all(Vec::new());
-            let _ = cg.remove();
-        }
-    }
-}
-
 impl Drop for CgroupGuard {
     fn drop(&mut self) {
         let Some(cg) = self.0.take() else {
@@ -413,8 +429,15 @@ async fn reap(
         _ = kill.notified() => {
             let _ = child.start_kill();
             if let Some(cg) = &cg {
-                seen = cg.pids();
-                cg.kill_once();
+                // Reads and writes in cgroupfs: off the async workers.
+                let cg = Arc::clone(cg);
+                seen = tokio::task::spawn_blocking(move || {
+                    let seen = cg.pids();
+                    cg.kill_once();
+                    seen
+                })
+                .await
+                .unwrap_or_default();
             } else if pgid > 0 {
                 // SAFETY: kill(2) has no memory-safety requirements.
                 unsafe {

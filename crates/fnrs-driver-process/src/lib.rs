@@ -387,6 +387,16 @@ impl ProcessDriver {
     /// [`RESOLVE_TIMEOUT`]: the directory and `func.yaml` are the fn
     /// author's, maybe on a slow or hung file system.
     pub async fn resolve_async(&self, image: &str) -> Result<(PathBuf, FuncYaml), DriverError> {
+        self.resolve_for_start(image, None).await
+    }
+
+    /// [`ProcessDriver::resolve_async`], and in the same blocking task the
+    /// check that the sandbox user can use the instance's iofs directory.
+    async fn resolve_for_start(
+        &self,
+        image: &str,
+        iofs: Option<PathBuf>,
+    ) -> Result<(PathBuf, FuncYaml), DriverError> {
         let slow = || {
             DriverError::BadImage(format!(
                 "Invalid image {image:?}: reading its directory and {FUNC_YAML} took longer than {} s",
@@ -402,6 +412,13 @@ impl ProcessDriver {
         let task = tokio::task::spawn_blocking(move || {
             let r = resolve_image_dir(&img, &roots, drop_to);
             drop(permit);
+            if let (Ok(_), Some(iofs), Some((uid, gid))) = (&r, iofs, drop_to)
+                && let Some(why) = image::access_problem(&iofs, uid, gid)
+            {
+                return Err(DriverError::Internal(format!(
+                    "iofs directory unusable by the function's uid: {why}"
+                )));
+            }
             r
         });
         match tokio::time::timeout_at(deadline, task).await {
@@ -472,15 +489,10 @@ impl Driver for ProcessDriver {
                 spec.id
             )));
         }
-        let (dir, fy) = self.resolve_async(&spec.image).await?;
+        let (dir, fy) = self
+            .resolve_for_start(&spec.image, spec.iofs_dir.clone())
+            .await?;
         let argv = fy.argv()?;
-        if let (Some(iofs), Some((uid, gid))) = (&spec.iofs_dir, self.drop_to)
-            && let Some(why) = image::access_problem(iofs, uid, gid)
-        {
-            return Err(DriverError::Internal(format!(
-                "iofs directory unusable by the function's uid: {why}"
-            )));
-        }
 
         if let Some(launcher) = self
             .pool
@@ -489,14 +501,16 @@ impl Driver for ProcessDriver {
             .filter(|p| p.root().is_none() || pool::exec_through_env(&argv))
             .and_then(|p| p.take(p.key(spec.memory_mb)))
         {
-            match self.start_pooled(launcher, &spec, &dir, &argv) {
+            match self.start_pooled(launcher, &spec, &dir, &argv).await {
                 Ok(inst) => return Ok(inst),
                 Err((e, l)) => {
                     tracing::warn!(instance = %spec.id, error = %e, "pooled launcher failed, starting directly");
                     // Its cgroup may have the instance's name already: gone
                     // before the direct start makes that one (killing and
                     // removing can wait a little: off the async workers).
-                    let _ = tokio::task::spawn_blocking(move || pool::discard_now(*l)).await;
+                    if let Some(l) = l {
+                        let _ = tokio::task::spawn_blocking(move || pool::discard_now(*l)).await;
+                    }
                 }
             }
         }

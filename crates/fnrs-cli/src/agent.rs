@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use fnrs_agent::{Agent, AgentConfig, InvokeCall};
 use fnrs_api::{BoxBody, InvokeError, InvokeRequest, Invoker, Lookup};
@@ -214,6 +215,9 @@ pub async fn start_agent(
 ) -> anyhow::Result<Arc<Agent>> {
     let server_id = fnrs_model::new_id();
     let config = args.agent_config(max_request_size, &server_id);
+    // Held until the agent holds the server's lock: the cgroups exist first.
+    let starting = StartingLock::acquire(&config.lock_dir, &server_id)
+        .with_context(|| format!("locking {}", config.lock_dir.display()))?;
     let root = &args.process_cgroup_parent;
     let process = ProcessDriver::new(args.process_config(format!("{root}/{server_id}")))
         .map_err(|e| anyhow::anyhow!("process driver: {e}"))?;
@@ -223,6 +227,7 @@ pub async fn start_agent(
     let agent = Agent::start(config, store, drivers)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+    drop(starting);
     let not_cleaned = clean_dead_servers(root, &server_id).await;
     agent.remove_dead_locks(&not_cleaned).await;
     match agent.resume_pending().await {
@@ -291,13 +296,53 @@ pub fn docker_variables_help() -> String {
     )
 }
 
-/// A server's cgroup directory with no lock file at all is judged dead only
-/// after this long: a server creates its cgroups a moment before its lock.
-const LOCKLESS_CGROUP_AGE: Duration = Duration::from_secs(600);
+/// `<lock dir>/<server id>.starting`, locked (flock) by a server from
+/// before it creates its cgroups until the agent holds `<server id>.lock`;
+/// removed when dropped.
+struct StartingLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl StartingLock {
+    fn acquire(dir: &std::path::Path, server_id: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{server_id}.starting"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        // Blocking: another server may be testing it for a moment.
+        file.lock()?;
+        Ok(StartingLock { path, _file: file })
+    }
+}
+
+impl Drop for StartingLock {
+    fn drop(&mut self) {
+        // Removed while still locked: no one judges this server by it after.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether some process holds a flock on `path` (a missing file: no).
+fn lock_held(path: &std::path::Path) -> bool {
+    let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) else {
+        return false;
+    };
+    matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Whether server `id` is running: it holds its `.starting` lock (checked
+/// first: it lets go of it only once it holds `.lock`) or its `.lock`.
+fn server_is_running(locks: &std::path::Path, id: &str) -> bool {
+    lock_held(&locks.join(format!("{id}.starting"))) || lock_held(&locks.join(format!("{id}.lock")))
+}
 
 /// Remove the instance cgroups of servers that are not running any more
-/// (their iofs lock is free), killing what is left in them. Returns the
-/// servers whose cgroups could not be removed.
+/// (neither lock held, whether or not the lock files exist), killing what
+/// is left in them. Returns the servers whose cgroups could not be removed.
 async fn clean_dead_servers(root: &str, me: &str) -> std::collections::BTreeSet<String> {
     let mut failed = std::collections::BTreeSet::new();
     let locks = fnrs_agent::default_lock_dir();
@@ -311,17 +356,7 @@ async fn clean_dead_servers(root: &str, me: &str) -> std::collections::BTreeSet<
             if !e.path().is_dir() || name == me {
                 continue;
             }
-            // A server that is starting has its cgroups before its lock:
-            // without a lock file, only an old directory is a dead server's.
-            let lockless_and_old = || {
-                !locks.join(format!("{name}.lock")).exists()
-                    && e.metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|age| age >= LOCKLESS_CGROUP_AGE)
-            };
-            if fnrs_agent::server_is_dead(&locks, &name) || lockless_and_old() {
+            if !server_is_running(&locks, &name) {
                 dead.insert(name);
             }
         }
@@ -329,6 +364,8 @@ async fn clean_dead_servers(root: &str, me: &str) -> std::collections::BTreeSet<
     for id in dead {
         match fnrs_driver_process::cleanup_cgroup_parent(&format!("{root}/{id}")).await {
             Ok(n) => {
+                // A server that crashed while starting left this.
+                let _ = std::fs::remove_file(locks.join(format!("{id}.starting")));
                 tracing::info!(server = %id, instances = n, "removed the cgroups of a stopped server")
             }
             Err(e) => {

@@ -13,6 +13,7 @@ mod attack_files;
 mod attack_net;
 mod attack_sandbox;
 mod auth;
+mod crashed;
 mod docker;
 mod drivers;
 mod formats;

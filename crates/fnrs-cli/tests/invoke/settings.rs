@@ -206,7 +206,7 @@ async fn without_a_sandbox_the_function_runs_in_its_host_directory() {
 }
 
 /// The instance cgroup directories of a server under `root` (v1 and v2).
-fn server_cgroups(root: &str, server_id: &str) -> Vec<std::path::PathBuf> {
+pub fn server_cgroups(root: &str, server_id: &str) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let base = Path::new("/sys/fs/cgroup");
     let mut bases = vec![base.to_path_buf()];

@@ -6,13 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use fnrs_agent::{Agent, AgentConfig, InvokeCall};
 use fnrs_api::{BoxBody, InvokeError, InvokeRequest, Invoker, Lookup};
 use fnrs_datastore::{CachedStore, Datastore};
 use fnrs_driver::Driver;
 use fnrs_driver_docker::{DockerDriver, DockerDriverConfig};
-use fnrs_driver_process::{NetworkMode, ProcessDriver, ProcessDriverConfig, SandboxMode};
+use fnrs_driver_process::{
+    self as pd, NetworkMode, ProcessDriver, ProcessDriverConfig, SandboxMode,
+};
 use fnrs_model::{App, Error, Fn, Trigger};
 
 /// Socket-readiness limit of a new instance, in ms.
@@ -98,37 +101,62 @@ pub struct AgentArgs {
     pub max_calls_per_fn: u32,
     /// Process sandbox: auto (bwrap when installed, else none with a
     /// warning), bwrap (required), none.
-    #[arg(long, env = fnrs_driver_process::ENV_SANDBOX, default_value = "auto")]
+    #[arg(long, env = pd::ENV_SANDBOX, default_value = "auto", value_parser = pd::parse_sandbox)]
     pub process_sandbox: SandboxMode,
     /// Network of sandboxed processes: private (their own, outbound
     /// through pasta; the host's loopback unreachable), none, or shared (the
     /// host's, loopback and this server's API included).
-    #[arg(long, env = fnrs_driver_process::ENV_NETWORK, default_value = "private")]
+    #[arg(long, env = pd::ENV_NETWORK, default_value = "private", value_parser = pd::parse_network)]
     pub process_network: NetworkMode,
     /// Sandboxes kept ready for cold starts (0 = none).
-    #[arg(long, env = fnrs_driver_process::ENV_POOL_SIZE, default_value_t = 4)]
+    #[arg(long, env = pd::ENV_POOL_SIZE, default_value = "4", value_parser = pd::parse_pool_size)]
     pub process_pool_size: usize,
-    /// Path of pasta (Debian's passt) for the private network [default: found in /usr/bin…].
-    #[arg(long, env = fnrs_driver_process::ENV_PASTA)]
+    /// Absolute path of pasta (Debian's passt) for the private network
+    /// [default: found in /usr/bin…].
+    #[arg(long, env = pd::ENV_PASTA, value_parser = pd::parse_pasta)]
     pub process_pasta: Option<PathBuf>,
-    /// Directories allowed as `file://` images (colon-separated) [default: any].
-    #[arg(long, env = fnrs_driver_process::ENV_ROOTS)]
-    pub process_roots: Option<String>,
-    /// Extra host paths visible read-only to sandboxed functions (colon-separated).
-    #[arg(long, env = fnrs_driver_process::ENV_RO_PATHS)]
-    pub process_ro_paths: Option<String>,
+    /// Absolute path of bwrap (bubblewrap) [default: found in /usr/local/bin, /usr/bin…].
+    #[arg(long, env = pd::ENV_BWRAP, value_parser = pd::parse_bwrap)]
+    pub process_bwrap: Option<PathBuf>,
+    /// Directories allowed as `file://` images (colon-separated, absolute) [default: any].
+    #[arg(long, env = pd::ENV_ROOTS, default_value = "", hide_default_value = true, value_parser = pd::parse_roots)]
+    pub process_roots: ::std::vec::Vec<PathBuf>,
+    /// Extra host paths visible read-only to sandboxed functions
+    /// (colon-separated, absolute).
+    #[arg(long, env = pd::ENV_RO_PATHS, default_value = "", hide_default_value = true, value_parser = pd::parse_ro_paths)]
+    pub process_ro_paths: ::std::vec::Vec<PathBuf>,
+    /// Seccomp filter in the sandbox (true or false).
+    #[arg(long, env = pd::ENV_SECCOMP, default_value = "true", action = clap::ArgAction::Set, value_parser = pd::parse_seccomp)]
+    pub process_seccomp: bool,
+    /// The cgroup (below each hierarchy's root) holding every server's
+    /// instance cgroups, each server's in `<parent>/<server id>`; crashed
+    /// servers' are removed from it at start.
+    #[arg(long, env = pd::ENV_CGROUP_PARENT, default_value = "fnrs", value_parser = pd::parse_cgroup_parent)]
+    pub process_cgroup_parent: String,
     /// Most processes in one instance.
-    #[arg(long, env = fnrs_driver_process::ENV_MAX_PIDS, default_value_t = 50)]
+    #[arg(long, env = pd::ENV_MAX_PIDS, default_value = "50", value_parser = pd::parse_max_pids)]
     pub max_pids: u32,
     /// Size of a sandboxed function's /tmp in MiB (0 = the fn's memory).
-    #[arg(long, env = fnrs_driver_process::ENV_TMP_SIZE_MB, default_value_t = 0)]
+    #[arg(long, env = pd::ENV_TMP_SIZE_MB, default_value = "0", value_parser = pd::parse_tmp_size_mb)]
     pub process_tmp_size_mb: u64,
     /// User id functions run as.
-    #[arg(long, env = fnrs_driver_process::ENV_UID, default_value_t = 65534)]
+    #[arg(long, env = pd::ENV_UID, default_value = "65534", value_parser = pd::parse_uid)]
     pub process_uid: u32,
     /// Group id functions run as.
-    #[arg(long, env = fnrs_driver_process::ENV_GID, default_value_t = 65534)]
+    #[arg(long, env = pd::ENV_GID, default_value = "65534", value_parser = pd::parse_gid)]
     pub process_gid: u32,
+    /// Open-files ulimit of a function (0 or less: the server's).
+    #[arg(long, env = pd::ENV_MAX_OPEN_FILES, default_value = "350", value_parser = pd::parse_max_open_files)]
+    pub max_open_files: ::std::option::Option<u64>,
+    /// Locked-memory ulimit of a function in bytes (0 or less: the server's).
+    #[arg(long, env = pd::ENV_MAX_LOCKED_MEMORY, default_value = "65536", value_parser = pd::parse_max_locked_memory)]
+    pub max_locked_memory: ::std::option::Option<u64>,
+    /// Pending-signals ulimit of a function (0 or less: the server's).
+    #[arg(long, env = pd::ENV_MAX_PENDING_SIGNALS, default_value = "5000", value_parser = pd::parse_max_pending_signals)]
+    pub max_pending_signals: ::std::option::Option<u64>,
+    /// Message-queue ulimit of a function in bytes (0 or less: the server's).
+    #[arg(long, env = pd::ENV_MAX_MESSAGE_QUEUE, default_value = "819200", value_parser = pd::parse_max_message_queue)]
+    pub max_message_queue: ::std::option::Option<u64>,
 }
 
 impl AgentArgs {
@@ -168,36 +196,37 @@ impl AgentArgs {
         }
     }
 
-    /// The process driver's settings: the flags above, and the `FN_PROCESS_*`
-    /// variables without a flag (pool size, seccomp, bwrap path, limits).
-    fn process_config(&self, cgroup_parent: String) -> anyhow::Result<ProcessDriverConfig> {
-        let list = |s: &Option<String>| {
-            s.as_deref()
-                .map(fnrs_driver_process::parse_path_list)
-                .unwrap_or_default()
-        };
-        let from_env = ProcessDriverConfig::from_lookup(|k| std::env::var(k).ok())
-            .map_err(|e| anyhow::anyhow!("process driver: {e}"))?;
-        Ok(ProcessDriverConfig {
+    /// Fn's ulimits as set above.
+    fn rlimits(&self) -> fnrs_driver_process::Rlimits {
+        fnrs_driver_process::Rlimits {
+            nofile: self.max_open_files,
+            memlock: self.max_locked_memory,
+            sigpending: self.max_pending_signals,
+            msgqueue: self.max_message_queue,
+        }
+    }
+
+    /// The process driver's settings, all from the flags above (each also
+    /// its variable); `cgroup_parent` is this server's own.
+    fn process_config(&self, cgroup_parent: String) -> ProcessDriverConfig {
+        ProcessDriverConfig {
             sandbox: self.process_sandbox,
             network: self.process_network,
             pasta: self.process_pasta.clone(),
+            bwrap: self.process_bwrap.clone(),
             pool_size: self.process_pool_size,
-            roots: list(&self.process_roots),
-            ro_paths: list(&self.process_ro_paths),
+            roots: self.process_roots.clone(),
+            ro_paths: self.process_ro_paths.clone(),
             max_pids: self.max_pids,
             tmp_size_mb: self.process_tmp_size_mb,
             uid: self.process_uid,
             gid: self.process_gid,
             cgroup_parent,
-            ..from_env
-        })
+            rlimits: self.rlimits(),
+            seccomp: self.process_seccomp,
+        }
     }
 }
-
-/// The parent cgroup (below each controller) under which all servers'
-/// instance cgroups live; each server has `fnrs/<server id>`.
-const CGROUP_ROOT: &str = "fnrs";
 
 /// Start the agent with its drivers, and clean what crashed servers left.
 pub async fn start_agent(
@@ -207,7 +236,11 @@ pub async fn start_agent(
 ) -> anyhow::Result<Arc<Agent>> {
     let server_id = fnrs_model::new_id();
     let config = args.agent_config(max_request_size, &server_id);
-    let process = ProcessDriver::new(args.process_config(format!("{CGROUP_ROOT}/{server_id}"))?)
+    // Held until the agent holds the server's lock: the cgroups exist first.
+    let starting = StartingLock::acquire(&config.lock_dir, &server_id)
+        .with_context(|| format!("locking {}", config.lock_dir.display()))?;
+    let root = &args.process_cgroup_parent;
+    let process = ProcessDriver::new(args.process_config(format!("{root}/{server_id}")))
         .map_err(|e| anyhow::anyhow!("process driver: {e}"))?;
     let docker = docker_driver(args, &server_id, &config.lock_dir)?;
     // The process driver runs `file://` images, Docker everything else.
@@ -215,7 +248,8 @@ pub async fn start_agent(
     let agent = Agent::start(config, store, drivers)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    let not_cleaned = clean_dead_servers(&server_id).await;
+    drop(starting);
+    let not_cleaned = clean_dead_servers(root, &server_id).await;
     agent.remove_dead_locks(&not_cleaned).await;
     match agent.resume_pending().await {
         Ok(0) => {}
@@ -245,7 +279,13 @@ fn docker_driver(
         let base = std::fs::canonicalize(&base).unwrap_or(base);
         dc.iofs_translate = Some((base, docker_base));
     }
+    // Fn's limits apply to containers too: the flags win over the variables.
     dc.max_pids = u64::from(args.max_pids);
+    let r = args.rlimits();
+    dc.ulimits.nofile = r.nofile;
+    dc.ulimits.memlock = r.memlock;
+    dc.ulimits.sigpending = r.sigpending;
+    dc.ulimits.msgqueue = r.msgqueue;
     let lock_dir = lock_dir.to_path_buf();
     // A live server holds its lock from before its first container on: the
     // containers of any other server id (lock file or not) are leftovers.
@@ -253,18 +293,82 @@ fn docker_driver(
     DockerDriver::new(dc).map_err(|e| anyhow::anyhow!("docker driver: {e}"))
 }
 
-/// A server's cgroup directory with no lock file at all is judged dead only
-/// after this long: a server creates its cgroups a moment before its lock.
-const LOCKLESS_CGROUP_AGE: Duration = Duration::from_secs(600);
+/// The variables only the Docker driver reads (no flag: it parses them
+/// itself), for `fnrs serve --help`.
+pub fn docker_variables_help() -> String {
+    use fnrs_driver_docker as d;
+    let vars = [
+        d::ENV_DOCKER_HOST,
+        d::ENV_DOCKER_AUTH,
+        d::ENV_DOCKER_NETWORKS,
+        d::ENV_DISABLE_READONLY_ROOTFS,
+        d::ENV_DISABLE_UNPRIVILEGED_CONTAINERS,
+        d::ENV_MAX_TMPFS_INODES,
+        d::ENV_MAX_FS_SIZE_MB,
+        d::ENV_IOFS_DOCKER_PATH,
+        d::ENV_HOT_PULL_TIMEOUT_MSECS,
+        d::ENV_IMAGE_ENABLE_VOLUME,
+        d::ENV_FREEZE_IDLE_MSECS,
+    ];
+    format!(
+        "Container images (the Docker driver) also read, as environment variables only \
+         (see the README): {}.",
+        vars.join(", ")
+    )
+}
+
+/// `<lock dir>/<server id>.starting`, locked (flock) by a server from
+/// before it creates its cgroups until the agent holds `<server id>.lock`;
+/// removed when dropped.
+struct StartingLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl StartingLock {
+    fn acquire(dir: &std::path::Path, server_id: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{server_id}.starting"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        // Blocking: another server may be testing it for a moment.
+        file.lock()?;
+        Ok(StartingLock { path, _file: file })
+    }
+}
+
+impl Drop for StartingLock {
+    fn drop(&mut self) {
+        // Removed while still locked: no one judges this server by it after.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether some process holds a flock on `path` (a missing file: no).
+fn lock_held(path: &std::path::Path) -> bool {
+    let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) else {
+        return false;
+    };
+    matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Whether server `id` is running: it holds its `.starting` lock (checked
+/// first: it lets go of it only once it holds `.lock`) or its `.lock`.
+fn server_is_running(locks: &std::path::Path, id: &str) -> bool {
+    lock_held(&locks.join(format!("{id}.starting"))) || lock_held(&locks.join(format!("{id}.lock")))
+}
 
 /// Remove the instance cgroups of servers that are not running any more
-/// (their iofs lock is free), killing what is left in them. Returns the
-/// servers whose cgroups could not be removed.
-async fn clean_dead_servers(me: &str) -> std::collections::BTreeSet<String> {
+/// (neither lock held, whether or not the lock files exist), killing what
+/// is left in them. Returns the servers whose cgroups could not be removed.
+async fn clean_dead_servers(root: &str, me: &str) -> std::collections::BTreeSet<String> {
     let mut failed = std::collections::BTreeSet::new();
     let locks = fnrs_agent::default_lock_dir();
     let mut dead = std::collections::BTreeSet::new();
-    for dir in cgroup_roots() {
+    for dir in cgroup_roots(root) {
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -273,24 +377,16 @@ async fn clean_dead_servers(me: &str) -> std::collections::BTreeSet<String> {
             if !e.path().is_dir() || name == me {
                 continue;
             }
-            // A server that is starting has its cgroups before its lock:
-            // without a lock file, only an old directory is a dead server's.
-            let lockless_and_old = || {
-                !locks.join(format!("{name}.lock")).exists()
-                    && e.metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|age| age >= LOCKLESS_CGROUP_AGE)
-            };
-            if fnrs_agent::server_is_dead(&locks, &name) || lockless_and_old() {
+            if !server_is_running(&locks, &name) {
                 dead.insert(name);
             }
         }
     }
     for id in dead {
-        match fnrs_driver_process::cleanup_cgroup_parent(&format!("{CGROUP_ROOT}/{id}")).await {
+        match fnrs_driver_process::cleanup_cgroup_parent(&format!("{root}/{id}")).await {
             Ok(n) => {
+                // A server that crashed while starting left this.
+                let _ = std::fs::remove_file(locks.join(format!("{id}.starting")));
                 tracing::info!(server = %id, instances = n, "removed the cgroups of a stopped server")
             }
             Err(e) => {
@@ -303,21 +399,21 @@ async fn clean_dead_servers(me: &str) -> std::collections::BTreeSet<String> {
 }
 
 /// End the agent (every instance) and remove this server's cgroup parent.
-pub async fn stop_agent(agent: &Arc<Agent>, grace: Duration) {
+pub async fn stop_agent(agent: &Arc<Agent>, args: &AgentArgs, grace: Duration) {
     agent.shutdown(grace).await;
-    let parent = format!("{CGROUP_ROOT}/{}", agent.server_id());
+    let parent = format!("{}/{}", args.process_cgroup_parent, agent.server_id());
     if let Err(e) = fnrs_driver_process::cleanup_cgroup_parent(&parent).await {
         tracing::warn!(error = %e, "removing this server's cgroups failed");
     }
 }
 
-/// `/sys/fs/cgroup/<controller>/fnrs` (v1) and `/sys/fs/cgroup/fnrs` (v2).
-fn cgroup_roots() -> Vec<PathBuf> {
+/// `/sys/fs/cgroup/<controller>/<root>` (v1) and `/sys/fs/cgroup/<root>` (v2).
+fn cgroup_roots(root: &str) -> Vec<PathBuf> {
     let base = std::path::Path::new("/sys/fs/cgroup");
-    let mut out = vec![base.join(CGROUP_ROOT)];
+    let mut out = vec![base.join(root)];
     if let Ok(rd) = std::fs::read_dir(base) {
         for e in rd.flatten() {
-            out.push(e.path().join(CGROUP_ROOT));
+            out.push(e.path().join(root));
         }
     }
     out.retain(|p| p.is_dir());

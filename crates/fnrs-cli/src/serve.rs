@@ -92,6 +92,7 @@ pub enum LogFormat {
 
 /// Settings of `fnrs serve`, from flags or Fn's environment variables.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = crate::agent::docker_variables_help())]
 pub struct ServeArgs {
     /// HTTP port.
     #[arg(long, env = ENV_PORT, default_value_t = 8080)]
@@ -372,7 +373,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Sync calls had the grace period above (they are HTTP requests); give
     // detached ones a little more, then end every instance. A detached call
     // cut short runs again at the next start.
-    crate::agent::stop_agent(&agent, Duration::from_secs(args.shutdown_timeout.min(5))).await;
+    crate::agent::stop_agent(
+        &agent,
+        &args.agent,
+        Duration::from_secs(args.shutdown_timeout.min(5)),
+    )
+    .await;
     tracing::info!("fnrs stopped");
     Ok(())
 }

@@ -78,297 +78,35 @@
 #![cfg(target_os = "linux")]
 
 mod cgroup;
+mod config;
 mod funcyaml;
 mod image;
+mod instance;
 mod net;
 mod pool;
+mod probe;
 mod seccomp;
 mod spawn;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fnrs_driver::{Driver, DriverError, ExitInfo, IOFS_MOUNT, Instance, InstanceIo, InstanceSpec};
-use tokio::sync::{Notify, watch};
+use fnrs_driver::{Driver, DriverError, IOFS_MOUNT, Instance, InstanceSpec};
 
 pub use cgroup::CgroupVersion;
+pub use config::*;
 pub use funcyaml::{FUNC_YAML, FuncYaml, read_func_yaml, split_command};
 pub use image::{FILE_SCHEME, image_path};
+pub use instance::ProcessInstance;
 pub use spawn::Rlimits;
-
-/// `FN_PROCESS_SANDBOX`: `auto` (default: bwrap when it works, else
-/// unsandboxed with a warning), `bwrap` (refuse to start without it), `none`.
-pub const ENV_SANDBOX: &str = "FN_PROCESS_SANDBOX";
-/// `FN_PROCESS_NETWORK`: `private` (default: the sandbox's own namespace
-/// with outbound network through pasta, the host's loopback not reachable),
-/// `none` (only `lo`) or `shared` (the host's network, the server's API on
-/// loopback included: an explicit opt-in, warned about).
-pub const ENV_NETWORK: &str = "FN_PROCESS_NETWORK";
-/// `FN_PROCESS_PASTA`: path of the `pasta` binary (Debian's `passt`) for
-/// the private network. Default: the first of `/usr/bin/pasta`,
-/// `/usr/local/bin/pasta`, `/bin/pasta` that exists.
-pub const ENV_PASTA: &str = "FN_PROCESS_PASTA";
-/// `FN_PROCESS_ROOTS`: `:`-separated absolute directories; when set, only
-/// directories under one of them may be `file://` images. Default: any.
-pub const ENV_ROOTS: &str = "FN_PROCESS_ROOTS";
-/// `FN_MAX_PIDS`: the pids limit of an instance (default 50, as Fn).
-pub const ENV_MAX_PIDS: &str = "FN_MAX_PIDS";
-/// `FN_PROCESS_BWRAP`: path of the `bwrap` binary. Default: the first of
-/// `/usr/local/bin/bwrap`, `/usr/bin/bwrap`, `/bin/bwrap` that exists.
-pub const ENV_BWRAP: &str = "FN_PROCESS_BWRAP";
-/// `FN_PROCESS_UID`: the uid functions run as when the server is root
-/// (default 65534).
-pub const ENV_UID: &str = "FN_PROCESS_UID";
-/// `FN_PROCESS_GID`: the gid functions run as when the server is root
-/// (default 65534).
-pub const ENV_GID: &str = "FN_PROCESS_GID";
-/// `FN_PROCESS_TMP_SIZE_MB`: size of the private `/tmp` in MiB; 0 (default)
-/// means the fn's memory (tmpfs pages count against the memory limit anyway).
-pub const ENV_TMP_SIZE_MB: &str = "FN_PROCESS_TMP_SIZE_MB";
-/// `FN_PROCESS_CGROUP_PARENT`: the parent cgroup (relative to each
-/// hierarchy's root) of all instance cgroups; default `fnrs`. Everything in it
-/// is killed and removed at start, so give each server on a host its own.
-pub const ENV_CGROUP_PARENT: &str = "FN_PROCESS_CGROUP_PARENT";
-/// `FN_PROCESS_RO_PATHS`: `:`-separated host paths bound read-only at the
-/// same path in the sandbox (runtimes outside `/usr`, e.g. a venv in `/opt`).
-pub const ENV_RO_PATHS: &str = "FN_PROCESS_RO_PATHS";
-/// `FN_PROCESS_SECCOMP`: `true` (default) installs a seccomp filter in the
-/// sandbox that denies (EPERM) keyrings, BPF, perf, io_uring, module, mount,
-/// ptrace and clock calls and foreign ABIs (x86_64 only); `false` does not.
-pub const ENV_SECCOMP: &str = "FN_PROCESS_SECCOMP";
-/// `FN_PROCESS_POOL_SIZE`: how many sandbox launchers are kept waiting,
-/// each already in a fresh cgroup as the sandbox uid, so that a cold start
-/// skips the fork of the server and the cgroup join (≈ 15 ms on cgroup v1).
-/// Default 4; 0 turns the pool off. Only with the bwrap sandbox (bubblewrap
-/// >= 0.8) and bash installed.
-pub const ENV_POOL_SIZE: &str = "FN_PROCESS_POOL_SIZE";
-/// `FN_MAX_OPEN_FILES`: `RLIMIT_NOFILE` (default 350, as Fn).
-pub const ENV_MAX_OPEN_FILES: &str = "FN_MAX_OPEN_FILES";
-/// `FN_MAX_LOCKED_MEMORY`: `RLIMIT_MEMLOCK` in bytes (default 65536, as Fn).
-pub const ENV_MAX_LOCKED_MEMORY: &str = "FN_MAX_LOCKED_MEMORY";
-/// `FN_MAX_PENDING_SIGNALS`: `RLIMIT_SIGPENDING` (default 5000, as Fn).
-pub const ENV_MAX_PENDING_SIGNALS: &str = "FN_MAX_PENDING_SIGNALS";
-/// `FN_MAX_MESSAGE_QUEUE`: `RLIMIT_MSGQUEUE` in bytes (default 819200, as Fn).
-pub const ENV_MAX_MESSAGE_QUEUE: &str = "FN_MAX_MESSAGE_QUEUE";
 
 /// The `PATH` given to functions unless their env sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Where the function directory appears inside the sandbox.
 pub const FUNCTION_MOUNT: &str = "/function";
-
-/// [`ENV_SANDBOX`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SandboxMode {
-    /// bwrap when it is installed and works, else unsandboxed with a warning.
-    #[default]
-    Auto,
-    /// bwrap or refuse to start.
-    Bwrap,
-    /// No sandbox (limits still apply).
-    None,
-}
-
-impl FromStr for SandboxMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => Ok(SandboxMode::Auto),
-            "bwrap" => Ok(SandboxMode::Bwrap),
-            "none" => Ok(SandboxMode::None),
-            _ => Err(format!(
-                "{ENV_SANDBOX} must be auto, bwrap or none, not {s:?}"
-            )),
-        }
-    }
-}
-
-/// [`ENV_NETWORK`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NetworkMode {
-    /// The sandbox's own namespace, served by pasta (outbound only).
-    #[default]
-    Private,
-    /// A private namespace with only the loopback interface.
-    None,
-    /// The host's network namespace.
-    Shared,
-}
-
-impl NetworkMode {
-    /// The setting's value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NetworkMode::Private => "private",
-            NetworkMode::None => "none",
-            NetworkMode::Shared => "shared",
-        }
-    }
-}
-
-impl FromStr for NetworkMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "" | "private" => Ok(NetworkMode::Private),
-            "none" => Ok(NetworkMode::None),
-            "shared" | "host" => Ok(NetworkMode::Shared),
-            _ => Err(format!(
-                "{ENV_NETWORK} must be private, none or shared, not {s:?}"
-            )),
-        }
-    }
-}
-
-/// Split a `:`-separated path list ([`ENV_ROOTS`], [`ENV_RO_PATHS`]);
-/// empty entries are dropped.
-pub fn parse_path_list(s: &str) -> Vec<PathBuf> {
-    s.split(':')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .collect()
-}
-
-/// Settings of the process driver; each field names the environment
-/// variable the server maps onto it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessDriverConfig {
-    /// [`ENV_SANDBOX`], default `auto`.
-    pub sandbox: SandboxMode,
-    /// [`ENV_NETWORK`], default `private`.
-    pub network: NetworkMode,
-    /// [`ENV_PASTA`], default `None` (look in the usual places).
-    pub pasta: Option<PathBuf>,
-    /// [`ENV_ROOTS`], default empty (any directory).
-    pub roots: Vec<PathBuf>,
-    /// [`ENV_MAX_PIDS`], default 50.
-    pub max_pids: u32,
-    /// [`ENV_TMP_SIZE_MB`], default 0 (= the fn's memory).
-    pub tmp_size_mb: u64,
-    /// [`ENV_UID`], default 65534.
-    pub uid: u32,
-    /// [`ENV_GID`], default 65534.
-    pub gid: u32,
-    /// [`ENV_CGROUP_PARENT`], default `fnrs`.
-    pub cgroup_parent: String,
-    /// [`ENV_BWRAP`], default `None` (look in the usual places).
-    pub bwrap: Option<PathBuf>,
-    /// [`ENV_RO_PATHS`], default empty.
-    pub ro_paths: Vec<PathBuf>,
-    /// [`ENV_MAX_OPEN_FILES`] etc., defaults as Fn's.
-    pub rlimits: Rlimits,
-    /// [`ENV_SECCOMP`], default `true`.
-    pub seccomp: bool,
-    /// [`ENV_POOL_SIZE`], default 4.
-    pub pool_size: usize,
-}
-
-impl Default for ProcessDriverConfig {
-    fn default() -> Self {
-        ProcessDriverConfig {
-            sandbox: SandboxMode::Auto,
-            network: NetworkMode::Private,
-            pasta: None,
-            roots: Vec::new(),
-            max_pids: 50,
-            tmp_size_mb: 0,
-            uid: 65534,
-            gid: 65534,
-            cgroup_parent: "fnrs".to_string(),
-            bwrap: None,
-            ro_paths: Vec::new(),
-            rlimits: Rlimits {
-                nofile: Some(350),
-                memlock: Some(65536),
-                sigpending: Some(5000),
-                msgqueue: Some(819200),
-            },
-            seccomp: true,
-            pool_size: 4,
-        }
-    }
-}
-
-impl ProcessDriverConfig {
-    /// Build a config from `FN_*` settings looked up by name (e.g.
-    /// `|k| std::env::var(k).ok()`, or a map of parsed flags); unset or empty
-    /// settings keep their defaults. The error names the bad setting.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let mut c = ProcessDriverConfig::default();
-        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
-        fn num<T: FromStr>(k: &str, v: &str) -> Result<T, String> {
-            v.trim()
-                .parse()
-                .map_err(|_| format!("{k} must be a non-negative integer, not {v:?}"))
-        }
-        if let Some(v) = get(ENV_SANDBOX) {
-            c.sandbox = v.parse()?;
-        }
-        if let Some(v) = get(ENV_NETWORK) {
-            c.network = v.parse()?;
-        }
-        if let Some(v) = get(ENV_ROOTS) {
-            c.roots = parse_path_list(&v);
-        }
-        if let Some(v) = get(ENV_RO_PATHS) {
-            c.ro_paths = parse_path_list(&v);
-        }
-        if let Some(v) = get(ENV_MAX_PIDS) {
-            c.max_pids = num(ENV_MAX_PIDS, &v)?;
-        }
-        if let Some(v) = get(ENV_TMP_SIZE_MB) {
-            c.tmp_size_mb = num(ENV_TMP_SIZE_MB, &v)?;
-        }
-        if let Some(v) = get(ENV_UID) {
-            c.uid = num(ENV_UID, &v)?;
-        }
-        if let Some(v) = get(ENV_GID) {
-            c.gid = num(ENV_GID, &v)?;
-        }
-        if let Some(v) = get(ENV_CGROUP_PARENT) {
-            c.cgroup_parent = v.trim().to_string();
-        }
-        if let Some(v) = get(ENV_BWRAP) {
-            c.bwrap = Some(PathBuf::from(v.trim()));
-        }
-        if let Some(v) = get(ENV_PASTA) {
-            c.pasta = Some(PathBuf::from(v.trim()));
-        }
-        if let Some(v) = get(ENV_POOL_SIZE) {
-            c.pool_size = num(ENV_POOL_SIZE, &v)?;
-        }
-        if let Some(v) = get(ENV_SECCOMP) {
-            c.seccomp = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(format!("{ENV_SECCOMP} must be true or false, not {v:?}")),
-            };
-        }
-        // Fn's ulimits: a negative or zero value leaves the limit alone.
-        let limit = |k: &str, d: Option<u64>| -> Result<Option<u64>, String> {
-            match get(k) {
-                None => Ok(d),
-                Some(v) => {
-                    let n: i64 = v
-                        .trim()
-                        .parse()
-                        .map_err(|_| format!("{k} must be an integer, not {v:?}"))?;
-                    Ok((n > 0).then_some(n as u64))
-                }
-            }
-        };
-        c.rlimits.nofile = limit(ENV_MAX_OPEN_FILES, c.rlimits.nofile)?;
-        c.rlimits.memlock = limit(ENV_MAX_LOCKED_MEMORY, c.rlimits.memlock)?;
-        c.rlimits.sigpending = limit(ENV_MAX_PENDING_SIGNALS, c.rlimits.sigpending)?;
-        c.rlimits.msgqueue = limit(ENV_MAX_MESSAGE_QUEUE, c.rlimits.msgqueue)?;
-        Ok(c)
-    }
-}
 
 /// Longest time to resolve an image and read its `func.yaml`.
 pub const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -430,66 +168,6 @@ impl std::fmt::Debug for ProcessDriver {
     }
 }
 
-fn find_bwrap(configured: Option<&Path>) -> Option<PathBuf> {
-    spawn::find_program(
-        configured,
-        &["/usr/local/bin/bwrap", "/usr/bin/bwrap", "/bin/bwrap"],
-    )
-}
-
-/// Namespaces and system directories of every sandbox. `disable_userns`
-/// (bwrap >= 0.8) forbids nested user namespaces.
-fn base_bwrap_args(network: NetworkMode, disable_userns: bool) -> Vec<OsString> {
-    let mut a: Vec<OsString> = Vec::new();
-    let mut push = |s: &str| a.push(OsString::from(s));
-    push("--unshare-all");
-    push("--unshare-user");
-    if disable_userns {
-        push("--disable-userns");
-    }
-    for s in ["--die-with-parent", "--new-session", "--cap-drop", "ALL"] {
-        push(s);
-    }
-    if network == NetworkMode::Shared {
-        push("--share-net");
-    }
-    for s in ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"] {
-        push(s);
-    }
-    for d in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-        match std::fs::symlink_metadata(d) {
-            Ok(md) if md.file_type().is_symlink() => {
-                if let Ok(target) = std::fs::read_link(d) {
-                    a.push("--symlink".into());
-                    a.push(target.into_os_string());
-                    a.push(d.into());
-                }
-            }
-            Ok(md) if md.is_dir() => {
-                for s in ["--ro-bind", d, d] {
-                    a.push(s.into());
-                }
-            }
-            _ => {}
-        }
-    }
-    // A resolv.conf that points into /run (systemd-resolved, resolvconf).
-    if network != NetworkMode::None
-        && let Ok(target) = std::fs::read_link("/etc/resolv.conf")
-        && let Some(parent) = target.parent()
-        && target.is_absolute()
-        && parent.starts_with("/run")
-    {
-        a.push("--ro-bind-try".into());
-        a.push(parent.as_os_str().to_owned());
-        a.push(parent.as_os_str().to_owned());
-    }
-    for s in ["--proc", "/proc", "--dev", "/dev"] {
-        a.push(s.into());
-    }
-    a
-}
-
 fn base_env() -> Vec<(String, String)> {
     vec![
         ("PATH".into(), DEFAULT_PATH.into()),
@@ -536,99 +214,14 @@ impl ProcessDriver {
             ));
         }
 
-        let mut base_args = base_bwrap_args(config.network, true);
-        let mut tmp_size = true;
-        let mut seccomp = None;
-        let mut bwrap = None;
-        if config.sandbox != SandboxMode::None {
-            let problem = match find_bwrap(config.bwrap.as_deref()) {
-                None => Some(match &config.bwrap {
-                    Some(p) => format!("bwrap not found at {}", p.display()),
-                    None => "bwrap (bubblewrap) is not installed".to_string(),
-                }),
-                Some(path) => {
-                    let program = if config.seccomp {
-                        seccomp::program()
-                    } else {
-                        None
-                    };
-                    if config.seccomp && program.is_none() {
-                        warnings.push(format!(
-                            "no seccomp filter on this architecture ({ENV_SECCOMP})"
-                        ));
-                    }
-                    // Older bwraps lack --disable-userns (0.8) and --size
-                    // (0.5), a kernel may lack seccomp: try without them
-                    // before giving up.
-                    let mut first_err = None;
-                    let ladder = [
-                        (true, true, true),
-                        (true, true, false),
-                        (false, true, false),
-                        (false, false, false),
-                    ];
-                    for (disable_userns, size, filter) in ladder {
-                        let filter = if filter { program.as_deref() } else { None };
-                        let args = base_bwrap_args(config.network, disable_userns);
-                        match probe_bwrap(&path, &args, size, filter, drop_to) {
-                            Ok(()) => {
-                                if !disable_userns {
-                                    warnings.push(
-                                        "bwrap has no --disable-userns: functions may create \
-                                         nested user namespaces (bubblewrap >= 0.8 forbids it)"
-                                            .to_string(),
-                                    );
-                                }
-                                if !size {
-                                    warnings.push(
-                                        "bwrap has no --size: /tmp is bounded only by the \
-                                         memory limit (bubblewrap >= 0.5 has it)"
-                                            .to_string(),
-                                    );
-                                }
-                                if program.is_some() && filter.is_none() {
-                                    warnings.push(format!(
-                                        "the seccomp filter does not work here: functions run \
-                                         without it ({ENV_SECCOMP})"
-                                    ));
-                                }
-                                base_args = args;
-                                tmp_size = size;
-                                seccomp = filter.map(<[u8]>::to_vec);
-                                bwrap = Some(path.clone());
-                                break;
-                            }
-                            Err(e) => {
-                                first_err.get_or_insert(e);
-                            }
-                        }
-                    }
-                    match (&bwrap, first_err) {
-                        (None, Some(e)) => {
-                            Some(format!("bwrap at {} does not work: {e}", path.display()))
-                        }
-                        _ => None,
-                    }
-                }
-            };
-            if let Some(problem) = problem {
-                if config.sandbox == SandboxMode::Bwrap {
-                    return Err(DriverError::Unavailable(format!(
-                        "{problem} ({ENV_SANDBOX}=bwrap)"
-                    )));
-                }
-                warnings.push(format!(
-                    "{problem}: functions run UNSANDBOXED with the host's file system \
-                     (install bubblewrap, or set {ENV_SANDBOX}=bwrap to refuse to start without it)"
-                ));
-            }
-        }
-        if bwrap.is_none() && config.sandbox == SandboxMode::None {
-            warnings.push(format!(
-                "{ENV_SANDBOX}=none: functions run UNSANDBOXED with the host's file system"
-            ));
-        }
-        let (network, pasta) = effective_network(&config, bwrap.as_deref(), &base_args, drop_to);
+        let probe::Sandbox {
+            bwrap,
+            base_args,
+            tmp_size,
+            seccomp,
+        } = probe::sandbox(&config, drop_to, &mut warnings)?;
+        let (network, pasta) =
+            probe::effective_network(&config, bwrap.as_deref(), &base_args, drop_to);
         match (&network, config.network) {
             (Err(w), _) => warnings.push(w.clone()),
             (Ok(NetworkMode::Shared), _) => warnings.push(format!(
@@ -794,6 +387,16 @@ impl ProcessDriver {
     /// [`RESOLVE_TIMEOUT`]: the directory and `func.yaml` are the fn
     /// author's, maybe on a slow or hung file system.
     pub async fn resolve_async(&self, image: &str) -> Result<(PathBuf, FuncYaml), DriverError> {
+        self.resolve_for_start(image, None).await
+    }
+
+    /// [`ProcessDriver::resolve_async`], and in the same blocking task the
+    /// check that the sandbox user can use the instance's iofs directory.
+    async fn resolve_for_start(
+        &self,
+        image: &str,
+        iofs: Option<PathBuf>,
+    ) -> Result<(PathBuf, FuncYaml), DriverError> {
         let slow = || {
             DriverError::BadImage(format!(
                 "Invalid image {image:?}: reading its directory and {FUNC_YAML} took longer than {} s",
@@ -809,6 +412,13 @@ impl ProcessDriver {
         let task = tokio::task::spawn_blocking(move || {
             let r = resolve_image_dir(&img, &roots, drop_to);
             drop(permit);
+            if let (Ok(_), Some(iofs), Some((uid, gid))) = (&r, iofs, drop_to)
+                && let Some(why) = image::access_problem(&iofs, uid, gid)
+            {
+                return Err(DriverError::Internal(format!(
+                    "iofs directory unusable by the function's uid: {why}"
+                )));
+            }
             r
         });
         match tokio::time::timeout_at(deadline, task).await {
@@ -816,162 +426,6 @@ impl ProcessDriver {
             Ok(Err(e)) => Err(DriverError::Internal(format!("resolving {image:?}: {e}"))),
             Err(_) => Err(slow()),
         }
-    }
-
-    fn bwrap_args(
-        &self,
-        spec: &InstanceSpec,
-        fn_dir: &Path,
-        seccomp_fd: Option<i32>,
-        handshake: Option<&net::Handshake>,
-    ) -> Vec<OsString> {
-        let mut a = self.base_args.clone();
-        if let Some(h) = handshake {
-            a.extend(h.bwrap_args());
-        }
-        if let Some(fd) = seccomp_fd {
-            a.push("--seccomp".into());
-            a.push(fd.to_string().into());
-        }
-        let tmp_mb = if self.config.tmp_size_mb > 0 {
-            self.config.tmp_size_mb
-        } else {
-            spec.memory_mb
-        };
-        if tmp_mb > 0 && self.tmp_size {
-            a.push("--size".into());
-            a.push(tmp_mb.saturating_mul(1024 * 1024).to_string().into());
-        }
-        a.push("--tmpfs".into());
-        a.push("/tmp".into());
-        if let Some(iofs) = &spec.iofs_dir {
-            a.push("--bind".into());
-            a.push(iofs.as_os_str().to_owned());
-            a.push(IOFS_MOUNT.into());
-        }
-        for p in &self.config.ro_paths {
-            a.push("--ro-bind".into());
-            a.push(p.as_os_str().to_owned());
-            a.push(p.as_os_str().to_owned());
-        }
-        a.push("--ro-bind".into());
-        a.push(fn_dir.as_os_str().to_owned());
-        a.push(FUNCTION_MOUNT.into());
-        a.push("--chdir".into());
-        a.push(FUNCTION_MOUNT.into());
-        a.push("--".into());
-        a
-    }
-
-    fn child_setup(
-        &self,
-        cg: Option<&cgroup::InstanceCgroup>,
-        keep_fds: Vec<i32>,
-    ) -> spawn::ChildSetup {
-        spawn::ChildSetup {
-            cgroup_procs: cg.map(|c| c.procs_paths()).unwrap_or_default(),
-            rlimits: self.config.rlimits,
-            drop_to: self.drop_to,
-            // bwrap sets both itself (and must not be hindered if setuid).
-            no_new_privs: self.bwrap.is_none(),
-            pdeathsig: self.bwrap.is_none(),
-            keep_fds,
-        }
-    }
-
-    /// Bring up the private network of a sandbox just forked with a
-    /// [`net::Handshake`]: learn its pid, attach pasta (forked from the
-    /// spawner thread), then let its command run. Dropping this future, or
-    /// an error, kills pasta.
-    async fn attach_network(
-        &self,
-        info: std::os::fd::OwnedFd,
-        block: std::os::fd::OwnedFd,
-    ) -> Result<net::Pasta, String> {
-        let pasta = self.pasta.clone().ok_or("no pasta")?;
-        let pid =
-            tokio::task::spawn_blocking(move || net::read_child_pid(info, net::READY_TIMEOUT))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-        let starting = spawn::on_spawner_thread(move || net::spawn(&pasta, pid))
-            .await
-            .ok_or("spawner failed")?
-            .map_err(|e| format!("cannot start pasta: {e}"))?;
-        tokio::task::spawn_blocking(move || {
-            let p = starting.wait_ready(net::READY_TIMEOUT)?;
-            net::release(block)?;
-            Ok::<_, std::io::Error>(p)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
-    }
-}
-
-impl ProcessDriver {
-    /// Start an instance with a waiting launcher: its cgroup becomes the
-    /// instance's (renamed to the id, memory limit set), then it gets
-    /// bwrap's command line. On error the launcher comes back, unusable:
-    /// [`pool::discard_now`] it (its cgroup may have the instance's name).
-    fn start_pooled(
-        &self,
-        mut l: pool::Launcher,
-        spec: &InstanceSpec,
-        dir: &Path,
-        argv: &[String],
-    ) -> Result<Box<dyn Instance>, (String, Box<pool::Launcher>)> {
-        let Some(bwrap) = &self.bwrap else {
-            return Err(("no bwrap".into(), Box::new(l)));
-        };
-        if let Some(cg) = l.cgroup_mut()
-            && let Err(e) = cg
-                .rename(&spec.id)
-                .and_then(|()| cg.set_memory(spec.memory_mb))
-        {
-            return Err((format!("cgroup: {e}"), Box::new(l)));
-        }
-        // The instance's env on top of the base (later wins); what
-        // setenv(3) refuses is left out.
-        let mut env: Vec<(String, String)> = Vec::new();
-        for (k, v) in base_env()
-            .into_iter()
-            .chain(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-        {
-            if k.is_empty() || k.contains('=') {
-                continue;
-            }
-            env.retain(|(k0, _)| *k0 != k);
-            env.push((k, v));
-        }
-        let launched = if l.prebuilt() {
-            l.run(dir, spec.iofs_dir.as_deref(), &env, argv)
-        } else {
-            let mut args: Vec<OsString> = vec![bwrap.as_os_str().to_owned(), "--clearenv".into()];
-            for (k, v) in env {
-                args.push("--setenv".into());
-                args.push(k.into());
-                args.push(v.into());
-            }
-            args.extend(self.bwrap_args(spec, dir, l.seccomp_fd, None));
-            args.extend(argv.iter().map(OsString::from));
-            l.launch(&args)
-        };
-        if let Err(e) = launched {
-            return Err((format!("launcher: {e}"), Box::new(l)));
-        }
-        let (mut child, cgroup, mounts, network) = l.into_parts();
-        if !spec.stdin {
-            // Closed at once: the function reads end of file.
-            drop(child.stdin.take());
-        }
-        tracing::debug!(instance = %spec.id, pid = child.id().unwrap_or(0), dir = %dir.display(), "process instance started (pooled)");
-        Ok(make_instance(
-            child,
-            cgroup.map(Arc::new),
-            spec.id.clone(),
-            Belongings { mounts, network },
-        ))
     }
 }
 
@@ -1006,126 +460,6 @@ pub async fn cleanup_cgroup_parent(parent: &str) -> Result<usize, DriverError> {
     .map_err(|e| DriverError::Internal(format!("cgroup cleanup failed: {e}")))?
 }
 
-/// The network functions get for the configured mode, and pasta when
-/// private; `Err` is the warning when it cannot be had (then `none` in a
-/// sandbox, never `shared` silently). Blocking (a private network is tried
-/// once on a sandbox).
-fn effective_network(
-    config: &ProcessDriverConfig,
-    bwrap: Option<&Path>,
-    base_args: &[OsString],
-    drop_to: Option<(u32, u32)>,
-) -> (Result<NetworkMode, String>, Option<PathBuf>) {
-    let Some(bwrap) = bwrap else {
-        if config.network == NetworkMode::Shared {
-            return (Ok(NetworkMode::Shared), None);
-        }
-        return (
-            Err(format!(
-                "{ENV_NETWORK}={} needs the bwrap sandbox: functions share the host's network",
-                config.network.as_str()
-            )),
-            None,
-        );
-    };
-    if config.network != NetworkMode::Private {
-        return (Ok(config.network), None);
-    }
-    let fallback = "functions get no network (as with =none)";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return (
-            Err(format!(
-                "{ENV_NETWORK}=private needs the server to run as root (pasta is attached to \
-                 each sandbox from outside): {fallback}; set {ENV_NETWORK}=none to say so"
-            )),
-            None,
-        );
-    }
-    let Some(pasta) = net::find_pasta(config.pasta.as_deref()) else {
-        let what = match &config.pasta {
-            Some(p) => format!("pasta not found at {} ({ENV_PASTA})", p.display()),
-            None => "pasta (Debian package passt) is not installed".to_string(),
-        };
-        return (
-            Err(format!(
-                "{ENV_NETWORK}=private: {what}: {fallback}; install passt, or set {ENV_NETWORK}=none"
-            )),
-            None,
-        );
-    };
-    // Twice: one failure under a burst of load is not a verdict.
-    let probed = net::probe(bwrap, base_args, drop_to, &pasta).or_else(|e| {
-        tracing::debug!(error = %e, "private network probe failed, trying again");
-        net::probe(bwrap, base_args, drop_to, &pasta)
-    });
-    match probed {
-        Ok(()) => (Ok(NetworkMode::Private), Some(pasta)),
-        Err(e) => (
-            Err(format!(
-                "{ENV_NETWORK}=private: pasta at {} does not work: {e}: {fallback}",
-                pasta.display()
-            )),
-            None,
-        ),
-    }
-}
-
-/// Run `bwrap <base args> [--seccomp FD] [--size 1M] --tmpfs /tmp -- true`
-/// once, as the sandbox user.
-fn probe_bwrap(
-    bwrap: &Path,
-    base: &[OsString],
-    size: bool,
-    filter: Option<&[u8]>,
-    drop_to: Option<(u32, u32)>,
-) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(bwrap);
-    cmd.args(base);
-    let fd = match filter {
-        Some(p) => Some(seccomp::program_fd(p).map_err(|e| format!("seccomp pipe: {e}"))?),
-        None => None,
-    };
-    if let Some(fd) = &fd {
-        cmd.arg("--seccomp").arg(fd.as_raw_fd().to_string());
-    }
-    if size {
-        cmd.args(["--size", "1048576"]);
-    }
-    cmd.args(["--tmpfs", "/tmp", "--", "true"])
-        .env_clear()
-        .envs(base_env())
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let setup = spawn::ChildSetup {
-        cgroup_procs: Vec::new(),
-        rlimits: Rlimits::default(),
-        drop_to,
-        no_new_privs: false,
-        pdeathsig: false,
-        keep_fds: fd.as_ref().map(|f| f.as_raw_fd()).into_iter().collect(),
-    };
-    // SAFETY: ChildSetup::apply only makes async-signal-safe system calls.
-    unsafe {
-        cmd.pre_exec(move || setup.apply());
-    }
-    let out = cmd.output().map_err(|e| e.to_string())?;
-    drop(fd);
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 #[async_trait]
 impl Driver for ProcessDriver {
     fn name(&self) -> &'static str {
@@ -1155,15 +489,10 @@ impl Driver for ProcessDriver {
                 spec.id
             )));
         }
-        let (dir, fy) = self.resolve_async(&spec.image).await?;
+        let (dir, fy) = self
+            .resolve_for_start(&spec.image, spec.iofs_dir.clone())
+            .await?;
         let argv = fy.argv()?;
-        if let (Some(iofs), Some((uid, gid))) = (&spec.iofs_dir, self.drop_to)
-            && let Some(why) = image::access_problem(iofs, uid, gid)
-        {
-            return Err(DriverError::Internal(format!(
-                "iofs directory unusable by the function's uid: {why}"
-            )));
-        }
 
         if let Some(launcher) = self
             .pool
@@ -1172,157 +501,21 @@ impl Driver for ProcessDriver {
             .filter(|p| p.root().is_none() || pool::exec_through_env(&argv))
             .and_then(|p| p.take(p.key(spec.memory_mb)))
         {
-            match self.start_pooled(launcher, &spec, &dir, &argv) {
+            match self.start_pooled(launcher, &spec, &dir, &argv).await {
                 Ok(inst) => return Ok(inst),
                 Err((e, l)) => {
                     tracing::warn!(instance = %spec.id, error = %e, "pooled launcher failed, starting directly");
                     // Its cgroup may have the instance's name already: gone
                     // before the direct start makes that one (killing and
                     // removing can wait a little: off the async workers).
-                    let _ = tokio::task::spawn_blocking(move || pool::discard_now(*l)).await;
+                    if let Some(l) = l {
+                        let _ = tokio::task::spawn_blocking(move || pool::discard_now(*l)).await;
+                    }
                 }
             }
         }
 
-        let cg = match &self.cgroups {
-            Some(c) => Some(Arc::new(
-                c.create(&spec.id, spec.memory_mb, self.config.max_pids)
-                    .map_err(|e| {
-                        DriverError::Internal(format!("cannot create cgroup for {}: {e}", spec.id))
-                    })?,
-            )),
-            None => None,
-        };
-        // Removes the cgroup (and whatever got into it) on every way out of
-        // here but success, including this future being dropped.
-        let mut guard = CgroupGuard(cg.clone());
-
-        let seccomp_fd = match (&self.bwrap, &self.seccomp) {
-            (Some(_), Some(p)) => match seccomp::program_fd(p) {
-                Ok(fd) => Some(fd),
-                Err(e) => {
-                    guard.cleanup_now();
-                    return Err(DriverError::Internal(format!("seccomp pipe: {e}")));
-                }
-            },
-            _ => None,
-        };
-        let raw_seccomp_fd = seccomp_fd.as_ref().map(|f| {
-            use std::os::fd::AsRawFd;
-            f.as_raw_fd()
-        });
-        let handshake = match (&self.bwrap, self.network) {
-            (Some(_), NetworkMode::Private) => match net::Handshake::new() {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    guard.cleanup_now();
-                    return Err(DriverError::Internal(format!("network pipes: {e}")));
-                }
-            },
-            _ => None,
-        };
-        let mut cmd = match &self.bwrap {
-            Some(bwrap) => {
-                let mut c = tokio::process::Command::new(bwrap);
-                c.args(self.bwrap_args(&spec, &dir, raw_seccomp_fd, handshake.as_ref()))
-                    .args(&argv);
-                c.current_dir("/");
-                c
-            }
-            None => {
-                // Unsandboxed there is no /function: words naming a path in
-                // it (Fn's `/function/func.py`) name the host directory.
-                let argv: Vec<String> = argv
-                    .iter()
-                    .map(|a| match a.strip_prefix(FUNCTION_MOUNT) {
-                        Some("") => dir.display().to_string(),
-                        Some(rest) if rest.starts_with('/') => format!("{}{rest}", dir.display()),
-                        _ => a.clone(),
-                    })
-                    .collect();
-                let prog = Path::new(&argv[0]);
-                let prog = if prog.is_relative() && argv[0].contains('/') {
-                    dir.join(prog)
-                } else {
-                    prog.to_path_buf()
-                };
-                let mut c = tokio::process::Command::new(prog);
-                c.args(&argv[1..]);
-                c.current_dir(&dir);
-                c
-            }
-        };
-        cmd.env_clear()
-            .envs(base_env())
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if spec.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        let keep: Vec<i32> = raw_seccomp_fd
-            .into_iter()
-            .chain(handshake.iter().flat_map(|h| h.child_fds()))
-            .collect();
-        let setup = self.child_setup(cg.as_deref(), keep);
-        // SAFETY: ChildSetup::apply only makes async-signal-safe system calls
-        // on memory prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || setup.apply());
-        }
-
-        let spawned = spawn::on_spawner_thread(move || {
-            let r = cmd.spawn();
-            // The child has its copies; ours close now.
-            drop(seccomp_fd);
-            r.map(|c| (c, handshake.map(net::Handshake::parent_ends)))
-        })
-        .await;
-        let (child, ends) = match spawned {
-            Some(Ok(c)) => c,
-            other => {
-                let e = match other {
-                    Some(Err(e)) => e.to_string(),
-                    _ => "spawner failed".to_string(),
-                };
-                guard.cleanup_now();
-                return Err(DriverError::Internal(format!(
-                    "cannot start {}: {e}",
-                    argv[0]
-                )));
-            }
-        };
-        let network = match ends {
-            Some((info, block)) => match self.attach_network(info, block).await {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    // The sandbox dies with its process (kill on drop).
-                    drop(child);
-                    guard.cleanup_now();
-                    return Err(DriverError::Internal(format!(
-                        "cannot set up the network of {}: {e}",
-                        spec.id
-                    )));
-                }
-            },
-            None => None,
-        };
-        let pid = child.id().unwrap_or(0) as i32;
-        tracing::debug!(instance = %spec.id, pid, dir = %dir.display(), "process instance started");
-        guard.0 = None;
-        Ok(make_instance(
-            child,
-            cg,
-            spec.id,
-            Belongings {
-                mounts: None,
-                network,
-            },
-        ))
+        self.start_direct(spec, &dir, &argv).await
     }
 
     async fn cleanup_leftovers(&self) -> Result<(), DriverError> {
@@ -1391,318 +584,15 @@ impl Driver for ProcessDriver {
     }
 }
 
-/// What an instance owns besides its process and cgroup, released when it
-/// ends.
-struct Belongings {
-    /// A prebuilt sandbox's mount directory.
-    mounts: Option<PathBuf>,
-    /// Its private network.
-    network: Option<net::Pasta>,
-}
-
-/// The instance of a spawned child (sandbox or function) and its reaper.
-fn make_instance(
-    mut child: tokio::process::Child,
-    cg: Option<Arc<cgroup::InstanceCgroup>>,
-    id: String,
-    belongings: Belongings,
-) -> Box<dyn Instance> {
-    let io = InstanceIo {
-        stdin: child
-            .stdin
-            .take()
-            .map(|s| Box::pin(s) as std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>),
-        stdout: Box::pin(child.stdout.take().expect("stdout is piped")),
-        stderr: Box::pin(child.stderr.take().expect("stderr is piped")),
-    };
-    let pid = child.id().unwrap_or(0) as i32;
-    let kill = Arc::new(Notify::new());
-    let (tx, rx) = watch::channel(None);
-    tokio::spawn(reap(
-        child,
-        pid,
-        cg.clone(),
-        kill.clone(),
-        tx,
-        id.clone(),
-        belongings,
-    ));
-    Box::new(ProcessInstance {
-        id,
-        io: std::sync::Mutex::new(Some(io)),
-        exit: rx,
-        kill,
-        cgroup: cg,
-    })
-}
-
-/// Removes an instance cgroup unless disarmed (`.0 = None`).
-struct CgroupGuard(Option<Arc<cgroup::InstanceCgroup>>);
-
-impl CgroupGuard {
-    /// Clean up now, on this thread (quick when nothing runs in it).
-    fn cleanup_now(&mut self) {
-        if let Some(cg) = self.0.take() {
-            let _ = cg.kill_all(Vec::new());
-            let _ = cg.remove();
-        }
-    }
-}
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        let Some(cg) = self.0.take() else {
-            return;
-        };
-        let work = move || {
-            let _ = cg.kill_all(Vec::new());
-            let _ = cg.remove();
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                h.spawn_blocking(work);
-            }
-            Err(_) => work(),
-        }
-    }
-}
-
-/// Waits for the child, then collects the OOM flag, kills whatever is left
-/// in the cgroup, removes it and publishes the exit.
-async fn reap(
-    mut child: tokio::process::Child,
-    pgid: i32,
-    cg: Option<Arc<cgroup::InstanceCgroup>>,
-    kill: Arc<Notify>,
-    tx: watch::Sender<Option<ExitInfo>>,
-    id: String,
-    belongings: Belongings,
-) {
-    let Belongings { mounts, network } = belongings;
-    // Pids seen in the cgroup when killing, to wait for their exit.
-    let mut seen = Vec::new();
-    let status = tokio::select! {
-        s = child.wait() => s,
-        _ = kill.notified() => {
-            let _ = child.start_kill();
-            if let Some(cg) = &cg {
-                seen = cg.pids();
-                cg.kill_once();
-            } else if pgid > 0 {
-                // SAFETY: kill(2) has no memory-safety requirements.
-                unsafe {
-                    libc::kill(-pgid, libc::SIGKILL);
-                }
-            }
-            child.wait().await
-        }
-    };
-    let code = match status {
-        Ok(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            s.code()
-                .or_else(|| s.signal().map(|n| 128 + n))
-                .unwrap_or(-1)
-        }
-        Err(e) => {
-            tracing::warn!(instance = %id, error = %e, "cannot wait for process");
-            -1
-        }
-    };
-    let mut oom_killed = false;
-    if let Some(cg) = cg {
-        let id2 = id.clone();
-        let mounts = mounts.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            // The sandbox's network goes with it.
-            drop(network);
-            let oom = cg.oom_killed();
-            let alive = cg.kill_all(seen);
-            if let Some(d) = &mounts {
-                pool::remove_launch_dir(d);
-            }
-            (oom, alive, cg.remove())
-        })
-        .await;
-        match res {
-            Ok((oom, alive, removed)) => {
-                oom_killed = oom;
-                if !alive.is_empty() {
-                    tracing::warn!(instance = %id2, pids = ?alive, "processes survive SIGKILL");
-                }
-                if let Err(e) = removed {
-                    tracing::warn!(instance = %id2, error = %e, "cannot remove cgroup");
-                }
-            }
-            Err(e) => tracing::warn!(instance = %id2, error = %e, "cgroup cleanup failed"),
-        }
-    } else if pgid > 0 {
-        // Without a cgroup: the child's process group (what an unsandboxed
-        // function left, or a sandbox child caught mid-setup).
-        // SAFETY: kill(2) has no memory-safety requirements.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-        let _ = tokio::task::spawn_blocking(move || {
-            drop(network);
-            if let Some(d) = mounts {
-                pool::remove_launch_dir(&d);
-            }
-        })
-        .await;
-    }
-    let info = ExitInfo { code, oom_killed };
-    tracing::debug!(instance = %id, code, oom_killed, "process instance ended");
-    let _ = tx.send(Some(info));
-}
-
-/// A running process instance.
-pub struct ProcessInstance {
-    id: String,
-    /// In a mutex only to make the instance `Sync` (the streams are not);
-    /// reached through `&mut self`, so never contended.
-    io: std::sync::Mutex<Option<InstanceIo>>,
-    exit: watch::Receiver<Option<ExitInfo>>,
-    kill: Arc<Notify>,
-    cgroup: Option<Arc<cgroup::InstanceCgroup>>,
-}
-
-impl ProcessInstance {
-    /// The instance's cgroup directories (empty without cgroups); gone once
-    /// [`Instance::wait`] has returned.
-    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        self.cgroup
-            .as_ref()
-            .map(|c| c.dirs().to_vec())
-            .unwrap_or_default()
-    }
-
-    /// The pids currently in the instance's cgroup.
-    pub fn pids(&self) -> Vec<i32> {
-        self.cgroup.as_ref().map(|c| c.pids()).unwrap_or_default()
-    }
-}
-
-impl Drop for ProcessInstance {
-    fn drop(&mut self) {
-        // Nothing outlives its instance: the reaper kills and cleans up.
-        if self.exit.borrow().is_none() {
-            self.kill.notify_one();
-        }
-    }
-}
-
-#[async_trait]
-impl Instance for ProcessInstance {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn take_io(&mut self) -> Option<InstanceIo> {
-        self.io
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
-
-    async fn wait(&self) -> ExitInfo {
-        let mut rx = self.exit.clone();
-        match rx.wait_for(|v| v.is_some()).await {
-            Ok(v) => v.unwrap_or_default(),
-            // The reaper is gone (runtime shutting down): the child was
-            // killed on drop.
-            Err(_) => ExitInfo {
-                code: 137,
-                oom_killed: false,
-            },
-        }
-    }
-
-    async fn destroy(&self) {
-        if self.exit.borrow().is_none() {
-            self.kill.notify_one();
-        }
-        self.wait().await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_modes_and_lists() {
-        assert_eq!("".parse::<SandboxMode>().unwrap(), SandboxMode::Auto);
-        assert_eq!("BWRAP".parse::<SandboxMode>().unwrap(), SandboxMode::Bwrap);
-        assert_eq!("none".parse::<SandboxMode>().unwrap(), SandboxMode::None);
-        assert!("docker".parse::<SandboxMode>().is_err());
-        assert_eq!("none".parse::<NetworkMode>().unwrap(), NetworkMode::None);
-        assert_eq!(
-            "shared".parse::<NetworkMode>().unwrap(),
-            NetworkMode::Shared
-        );
-        assert!("bridge".parse::<NetworkMode>().is_err());
-        assert_eq!(
-            parse_path_list(" /a:/b c::"),
-            vec![PathBuf::from("/a"), PathBuf::from("/b c")]
-        );
+    fn instance_ids() {
         assert!(valid_id("01M8A61GT6FW00008ZJ0000017"));
         assert!(valid_id("a-b_c"));
         assert!(!valid_id("../x"));
         assert!(!valid_id(""));
-    }
-
-    #[test]
-    fn config_from_lookup() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        assert_eq!(
-            ProcessDriverConfig::from_lookup(env(&[])).unwrap(),
-            ProcessDriverConfig::default()
-        );
-        let c = ProcessDriverConfig::from_lookup(env(&[
-            (ENV_SANDBOX, "none"),
-            (ENV_NETWORK, "none"),
-            (ENV_ROOTS, "/srv/fns:/opt/fns"),
-            (ENV_MAX_PIDS, "10"),
-            (ENV_UID, "1000"),
-            (ENV_GID, "1001"),
-            (ENV_TMP_SIZE_MB, "16"),
-            (ENV_CGROUP_PARENT, "fnrs-a"),
-            (ENV_SECCOMP, "false"),
-            (ENV_MAX_OPEN_FILES, "-1"),
-            (ENV_MAX_LOCKED_MEMORY, "1024"),
-            (ENV_POOL_SIZE, "0"),
-        ]))
-        .unwrap();
-        assert_eq!(c.sandbox, SandboxMode::None);
-        assert_eq!(c.network, NetworkMode::None);
-        assert_eq!(
-            c.roots,
-            [PathBuf::from("/srv/fns"), PathBuf::from("/opt/fns")]
-        );
-        assert_eq!(
-            (c.max_pids, c.uid, c.gid, c.tmp_size_mb),
-            (10, 1000, 1001, 16)
-        );
-        assert_eq!(c.cgroup_parent, "fnrs-a");
-        assert_eq!(c.pool_size, 0);
-        assert_eq!(ProcessDriverConfig::default().pool_size, 4);
-        assert!(!c.seccomp);
-        assert_eq!(c.rlimits.nofile, None);
-        assert_eq!(c.rlimits.memlock, Some(1024));
-        assert_eq!(c.rlimits.sigpending, Some(5000));
-        let e = ProcessDriverConfig::from_lookup(env(&[(ENV_MAX_PIDS, "lots")])).unwrap_err();
-        assert!(e.contains(ENV_MAX_PIDS), "{e}");
-        let e = ProcessDriverConfig::from_lookup(env(&[(ENV_POOL_SIZE, "-1")])).unwrap_err();
-        assert!(e.contains(ENV_POOL_SIZE), "{e}");
-        let e = ProcessDriverConfig::from_lookup(env(&[(ENV_SANDBOX, "docker")])).unwrap_err();
-        assert!(e.contains(ENV_SANDBOX), "{e}");
     }
 }

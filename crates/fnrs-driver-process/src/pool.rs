@@ -80,8 +80,8 @@ pub(crate) fn find_bash() -> Option<PathBuf> {
     spawn::find_program(None, &["/usr/bin/bash", "/bin/bash", "/usr/local/bin/bash"])
 }
 
-/// A waiting launcher. Dropping it kills it and removes its cgroup (on the
-/// dropping thread: see [`discard`]).
+/// A waiting launcher. Dropping it kills it and removes its cgroup (on a
+/// blocking thread when in a runtime; [`discard_now`] does it on this one).
 pub(crate) struct Launcher {
     /// The bash process (`None` once handed over).
     child: Option<tokio::process::Child>,
@@ -108,6 +108,36 @@ impl Drop for Launcher {
         if let Some(c) = &mut self.child {
             let _ = c.start_kill();
         }
+        if self.cgroup.is_none() && self.dir.is_none() && self.network.is_none() {
+            return;
+        }
+        // Killing, removing the cgroup and unmounting take a while: in a
+        // runtime, on a blocking thread rather than an async worker.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                let mut rest = Launcher {
+                    child: self.child.take(),
+                    args: self.args.take(),
+                    seccomp_fd: None,
+                    cgroup: self.cgroup.take(),
+                    dir: self.dir.take(),
+                    key: self.key,
+                    name: std::mem::take(&mut self.name),
+                    network: self.network.take(),
+                };
+                h.spawn_blocking(move || rest.clean_up());
+            }
+            Err(_) => self.clean_up(),
+        }
+    }
+}
+
+impl Launcher {
+    /// Kill it, remove its cgroup and its mount directory, on this thread.
+    fn clean_up(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.start_kill();
+        }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all(Vec::new());
             let _ = cg.remove();
@@ -115,10 +145,9 @@ impl Drop for Launcher {
         if let Some(d) = self.dir.take() {
             remove_launch_dir(&d);
         }
+        drop(self.network.take());
     }
-}
 
-impl Launcher {
     /// Its cgroup.
     pub(crate) fn cgroup_mut(&mut self) -> Option<&mut InstanceCgroup> {
         self.cgroup.as_mut()
@@ -209,8 +238,8 @@ impl Launcher {
 }
 
 /// Kill a launcher and remove its cgroup, on this thread.
-pub(crate) fn discard_now(l: Launcher) {
-    drop(l);
+pub(crate) fn discard_now(mut l: Launcher) {
+    l.clean_up();
 }
 
 /// Kill a launcher and remove its cgroup (in the background when in a
@@ -504,7 +533,7 @@ fn make_launcher(inner: &Inner, key: u64) -> io::Result<()> {
     let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
     if inner.shutdown.load(Ordering::Acquire) {
         drop(idle);
-        drop(l);
+        discard_now(l);
         return Err(stopped());
     }
     idle.push(l);

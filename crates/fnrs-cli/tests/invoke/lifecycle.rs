@@ -319,12 +319,15 @@ async fn metrics_count_calls_by_outcome_and_cold_starts() {
 }
 
 /// A server that is starting makes its cgroups a moment before it takes its
-/// lock: another server starting meanwhile must not take them for a dead
-/// server's and remove them (that failed calls of parallel servers with
-/// "cannot create cgroup").
+/// lock, holding `<id>.starting` locked meanwhile: another server starting
+/// then must not take them for a dead server's and remove them (that failed
+/// calls of parallel servers with "cannot create cgroup").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starting_servers_cgroups_are_not_taken_for_leftovers() {
     let starting = format!("STARTING{}", std::process::id());
+    let lock_path = std::path::Path::new("/run/fnrs").join(format!("{starting}.starting"));
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.lock().unwrap();
     let mut made = Vec::new();
     for root in ["/sys/fs/cgroup/memory/fnrs", "/sys/fs/cgroup/fnrs"] {
         if std::path::Path::new(root)
@@ -344,6 +347,7 @@ async fn a_starting_servers_cgroups_are_not_taken_for_leftovers() {
         assert!(d.exists(), "{} was removed", d.display());
         std::fs::remove_dir(d).expect("cgroup removed");
     }
+    std::fs::remove_file(&lock_path).unwrap();
 }
 
 /// Wait (bounded) until the server has `n` instances.

@@ -1055,7 +1055,7 @@ def burst_phase(b, kind, srv, app_id, placement):
     started = cold_starts_total(srv) - before
     samples = r.pop("samples_us", []) or []
     lat = r["latency"]
-    return {"clients": BURST_CLIENTS, "secs": BURST_SECS, "requests": r.get("requests"),
+    return {"clients": BURST_CLIENTS, "secs": BURST_SECS, "requests": r.get("count"),
             "errors": r["errors"], "p50_us": lat["p50_us"], "p99_us": lat["p99_us"],
             "max_us": lat["max_us"], "over_2s": sum(1 for v in samples if v > 2e6),
             "instances_started": started,

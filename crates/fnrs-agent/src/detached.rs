@@ -152,7 +152,10 @@ impl Agent {
                 Err(e) if e.status == 503 => {
                     let age = DateTime::now().as_millis() - record.created_at.as_millis();
                     let max_age = self.config.detached_max_age.as_millis() as i64;
-                    if self.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+                    if self
+                        .shutting_down
+                        .load(std::sync::atomic::Ordering::Acquire)
+                    {
                         // Still pending: the next start runs it.
                         return;
                     }
@@ -215,7 +218,10 @@ impl Agent {
                 let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                     break;
                 };
-                if agent.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+                if agent
+                    .shutting_down
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
                     break;
                 }
                 let a = Arc::clone(&agent);

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::body::{self, CallBody};
 use crate::capacity::Reservation;
 use crate::errors::{ERR_BUSY, oom_error};
-use crate::pool::{Conn, HotInstance, Pool, StartClaim, Version};
+use crate::pool::{Conn, HotInstance, Pool, StartClaim, Version, Waiter};
 use crate::records::{finish_record, outcome_label, take_record};
 use crate::{Agent, InFlight, InvokeCall};
 
@@ -34,8 +34,10 @@ impl Agent {
         record: &mut Call,
         queued: Instant,
     ) -> Result<Response<BoxBody>, Error> {
-        let pool = self.pool_for(&call.app, &call.func, format);
-        let mut inst = self.acquire(&pool, &call.app, &call.func, queued).await?;
+        let (pool, waiter) = self.pool_for(&call.app, &call.func, format);
+        let mut inst = self
+            .acquire(&pool, waiter, &call.app, &call.func, queued)
+            .await?;
         record.status = CallStatus::Running;
         record.started_at = Some(DateTime::now());
         if let Some(cs) = &inst.cold {
@@ -117,8 +119,10 @@ impl Agent {
         }
     }
 
-    /// The pool of the fn's current version (retiring an older one).
-    pub(crate) fn pool_for(self: &Arc<Self>, app: &App, func: &Fn, format: Format) -> Arc<Pool> {
+    /// The pool of the fn's current version (retiring an older one), and
+    /// the call counted as waiting there: taken under the pools' lock, so
+    /// the reaper never removes a pool a call is about to use.
+    fn pool_for(self: &Arc<Self>, app: &App, func: &Fn, format: Format) -> (Arc<Pool>, Waiter) {
         let version = Version {
             fn_updated: func.updated_at.as_millis(),
             app_updated: app.updated_at.as_millis(),
@@ -127,7 +131,7 @@ impl Agent {
         if let Some(p) = pools.get(&func.id)
             && p.version == version
         {
-            return Arc::clone(p);
+            return (Arc::clone(p), p.wait());
         }
         let pool = Arc::new(Pool::new(
             &func.id,
@@ -141,7 +145,8 @@ impl Agent {
                 tokio::spawn(inst.destroy());
             }
         }
-        pool
+        let waiter = pool.wait();
+        (pool, waiter)
     }
 
     /// An idle instance of the pool, waiting at most `max_queue_wait` for
@@ -150,13 +155,13 @@ impl Agent {
     async fn acquire(
         self: &Arc<Self>,
         pool: &Arc<Pool>,
+        mut waiter: Waiter,
         app: &Arc<App>,
         func: &Arc<Fn>,
         queued: Instant,
     ) -> Result<HotInstance, Error> {
         let deadline = queued + self.config.max_queue_wait;
         let overdue_at = queued + self.config.hot_poll;
-        let mut waiter = pool.wait();
         let mut launched: Option<oneshot::Receiver<Error>> = None;
         // A call whose start went to a call queued before it waits one more
         // poll before it launches again (that call's own start may come).

@@ -41,12 +41,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use config::{AgentConfig, DEFAULT_HOT_POLL_MSECS};
-pub use recorder::DEFAULT_BACKLOG_BYTES;
 pub use fnrs_model::CALL_ID_HEADER;
 pub use iofs::{
     ServerLock, default_iofs_base, default_lock_dir, running_as_root, server_is_dead,
     server_is_live,
 };
+pub use recorder::DEFAULT_BACKLOG_BYTES;
 
 use capacity::Capacity;
 use errors::{ERR_BUSY, ERR_TOO_BIG, driver_error};
@@ -271,6 +271,7 @@ impl Agent {
             "memory_total_bytes": self.capacity.total(),
             "memory_used_bytes": self.capacity.used(),
             "instances": self.live.len(),
+            "pools": self.pools.lock().len(),
             "iofs_tmpfs": self.iofs.tmpfs(),
         })
     }
@@ -431,7 +432,9 @@ async fn reaper(agent: std::sync::Weak<Agent>) {
             for p in pools.values() {
                 expired.extend(p.reap(now));
             }
-            pools.retain(|_, p| !(p.is_retired() && p.is_unused()));
+            // Pools without instances or calls go (a deleted fn's too); a
+            // call registers as waiting under this lock, so none is in use.
+            pools.retain(|_, p| !p.is_unused());
         }
         let idle: usize = agent.pools.lock().values().map(|p| p.idle_count()).sum();
         for inst in expired {

@@ -285,8 +285,7 @@ impl StdioConn {
         }
         let mut all = BytesMut::new();
         while let Some(frame) = body.frame().await {
-            let frame =
-                frame.map_err(|e| body_failed(&e))?;
+            let frame = frame.map_err(|e| body_failed(&e))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };

@@ -410,3 +410,26 @@ async fn busy_detached_calls_wait_for_room_then_fail_when_too_old() {
         assert_eq!(slow.await.unwrap(), 200);
     }
 }
+
+/// A deleted fn leaves nothing in the agent: its instances idle out, and
+/// then its pool goes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_fns_pool_goes_once_its_instances_have() {
+    let s = Srv::start().await;
+    let d = sleeper();
+    let f = s.func("gone", &d.image(), json!({"idle_timeout": 1})).await;
+    assert_eq!(s.invoke(&f, "x").await.status, 200);
+    assert_eq!(s.health().await["invoker"]["pools"], 1);
+    let (st, _) = s.json("DELETE", &format!("/v2/fns/{f}"), None).await;
+    assert_eq!(st, 204);
+    assert_eq!(s.until_instances(0).await, 0);
+    let mut pools = serde_json::Value::Null;
+    for _ in 0..40 {
+        pools = s.health().await["invoker"]["pools"].clone();
+        if pools == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pools, 0, "the deleted fn's pool is gone");
+}

@@ -61,7 +61,11 @@ async fn a_failed_upload_is_413_or_400_and_the_instance_goes_on() {
     };
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("Request content too large"), "{answer}");
-    assert_eq!(pid_of_call(&s, &f, "after 413").await, pid, "the same instance");
+    assert_eq!(
+        pid_of_call(&s, &f, "after 413").await,
+        pid,
+        "the same instance"
+    );
 
     // A body that breaks off: 10 of 500 announced bytes, then EOF.
     let head = format!(
@@ -75,6 +79,10 @@ async fn a_failed_upload_is_413_or_400_and_the_instance_goes_on() {
         answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
         "{answer}"
     );
-    assert_eq!(pid_of_call(&s, &f, "after 400").await, pid, "the same instance");
+    assert_eq!(
+        pid_of_call(&s, &f, "after 400").await,
+        pid,
+        "the same instance"
+    );
     assert_eq!(s.instances().await, 1);
 }

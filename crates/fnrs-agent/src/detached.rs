@@ -5,9 +5,10 @@
 //! Bounded: a body is at most `FN_MAX_REQUEST_SIZE` (or
 //! [`DETACHED_BODY_CAP`] without one) and held once; a call that finds the
 //! server busy (503) tries again with backoff until
-//! `FN_DETACHED_MAX_AGE_SECS`, then is recorded as failed with the reason;
-//! resumed calls are read a page at a time, their bodies one call at a
-//! time, and at most [`RESUME_CONCURRENCY`] run at once.
+//! `FN_DETACHED_MAX_AGE_SECS`, then is recorded as failed with the reason.
+//! At most [`CONCURRENCY`] detached calls run at once; the others wait
+//! holding no body (it is read from the store when their turn comes), and
+//! resumed ones are listed a page at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +25,8 @@ use crate::{Agent, CALL_ID_HEADER, CallError, InFlight, InvokeCall};
 /// A detached call's body without `FN_MAX_REQUEST_SIZE`: it is stored whole.
 pub const DETACHED_BODY_CAP: u64 = 64 << 20;
 
-/// Resumed detached calls running (or waiting for an instance) at once.
-const RESUME_CONCURRENCY: usize = 16;
+/// Detached calls running (or waiting for an instance) at once.
+pub(crate) const CONCURRENCY: usize = 32;
 
 /// Pending calls read per page when resuming.
 const RESUME_PAGE: u32 = 256;
@@ -76,14 +77,21 @@ impl Agent {
             .insert_pending(&record, &pending)
             .await
             .map_err(|e| CallError::new(Some(&call_id), e))?;
-        let body = Bytes::from(std::mem::take(&mut pending.body));
+        // With a free slot it runs with the body at hand; else it waits
+        // without it and reads it back when its turn comes.
+        let slot = Arc::clone(&self.detached_slots).try_acquire_owned().ok();
+        let body = std::mem::take(&mut pending.body);
+        let body = slot.is_some().then(|| Bytes::from(body));
         let agent = Arc::clone(self);
-        let guard = InFlight::enter(self);
         tokio::spawn(async move {
+            let Some((slot, body)) = agent.detached_turn(&pending.call_id, slot, body).await else {
+                return;
+            };
+            let guard = InFlight::enter(&agent);
             agent
                 .run_detached(call.app, call.func, call.trigger, pending, body, record)
                 .await;
-            drop(guard);
+            drop((guard, slot));
         });
         let mut resp = Response::new(empty_body());
         *resp.status_mut() = http::StatusCode::ACCEPTED;
@@ -188,6 +196,34 @@ impl Agent {
         }
     }
 
+    /// Wait for a detached call's turn (a slot), and its body: `None` when
+    /// the server stops first (the call stays pending) or the call is gone.
+    async fn detached_turn(
+        &self,
+        call_id: &str,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+        body: Option<Bytes>,
+    ) -> Option<(tokio::sync::OwnedSemaphorePermit, Bytes)> {
+        let slot = match slot {
+            Some(s) => s,
+            None => Arc::clone(&self.detached_slots)
+                .acquire_owned()
+                .await
+                .ok()?,
+        };
+        let body = match body {
+            Some(b) => b,
+            None => match self.store.get_pending(call_id).await {
+                Ok(p) => Bytes::from(p.body),
+                Err(e) => {
+                    tracing::warn!(call_id, error = %e, "reading a pending call's body failed");
+                    return None;
+                }
+            },
+        };
+        Some((slot, body))
+    }
+
     fn record_failure(&self, record: &mut Call, e: &Error) {
         finish_record(record, Some(e.status), Some(e));
         self.recorder.call(record.clone());
@@ -211,28 +247,20 @@ impl Agent {
         }
         let n = ids.len();
         let agent = Arc::clone(self);
-        let guard = InFlight::enter(self);
         tokio::spawn(async move {
-            let slots = Arc::new(tokio::sync::Semaphore::new(RESUME_CONCURRENCY));
             for id in ids {
-                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                // Closed at shutdown: the rest stay pending.
+                let Ok(slot) = Arc::clone(&agent.detached_slots).acquire_owned().await else {
                     break;
                 };
-                if agent
-                    .shutting_down
-                    .load(std::sync::atomic::Ordering::Acquire)
-                {
-                    break;
-                }
                 let a = Arc::clone(&agent);
                 tokio::spawn(async move {
                     if let Err(e) = a.resume_one(&id).await {
                         tracing::warn!(call_id = %id, error = %e, "resuming a detached call failed");
                     }
-                    drop(permit);
+                    drop(slot);
                 });
             }
-            drop(guard);
         });
         Ok(n)
     }

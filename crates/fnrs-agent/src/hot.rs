@@ -34,10 +34,16 @@ impl Agent {
         record: &mut Call,
         queued: Instant,
     ) -> Result<Response<BoxBody>, Error> {
-        let (pool, waiter) = self.pool_for(&call.app, &call.func, format);
-        let mut inst = self
-            .acquire(&pool, waiter, &call.app, &call.func, queued)
-            .await?;
+        let (pool, mut inst) = loop {
+            let (pool, waiter) = self.pool_for(&call.app, &call.func, format);
+            // `None`: the fn changed while the call waited; wait on its new pool.
+            if let Some(inst) = self
+                .acquire(&pool, waiter, &call.app, &call.func, queued)
+                .await?
+            {
+                break (pool, inst);
+            }
+        };
         record.status = CallStatus::Running;
         record.started_at = Some(DateTime::now());
         if let Some(cs) = &inst.cold {
@@ -151,7 +157,8 @@ impl Agent {
 
     /// An idle instance of the pool, waiting at most `max_queue_wait` for
     /// one; launches starts as the module's policy says. A start this call
-    /// launched that fails ends the call with its error.
+    /// launched that fails ends the call with its error. `None` when the
+    /// pool was retired meanwhile.
     async fn acquire(
         self: &Arc<Self>,
         pool: &Arc<Pool>,
@@ -159,7 +166,7 @@ impl Agent {
         app: &Arc<App>,
         func: &Arc<Fn>,
         queued: Instant,
-    ) -> Result<HotInstance, Error> {
+    ) -> Result<Option<HotInstance>, Error> {
         let deadline = queued + self.config.max_queue_wait;
         let overdue_at = queued + self.config.hot_poll;
         let mut launched: Option<oneshot::Receiver<Error>> = None;
@@ -173,12 +180,22 @@ impl Agent {
             tokio::pin!(freed, start_ended);
             freed.as_mut().enable();
             start_ended.as_mut().enable();
+            if self
+                .shutting_down
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                // Pools are retired at shutdown: no new instances.
+                return Err(ERR_BUSY);
+            }
+            if pool.is_retired() {
+                return Ok(None);
+            }
             let taken = waiter.take_or_queue(&mut dead);
             for d in dead.drain(..) {
                 tokio::spawn(d.destroy());
             }
             if let Some(inst) = taken {
-                return Ok(self.taken(pool, queued, inst));
+                return Ok(Some(self.taken(pool, queued, inst)));
             }
             if !waiter.is_overdue() && (pool.is_empty() || Instant::now() >= overdue_at) {
                 waiter.mark_overdue();
@@ -202,11 +219,11 @@ impl Agent {
             tokio::select! {
                 biased;
                 got = waiter.recv() => {
-                    if let Some(inst) = got {
-                        return Ok(self.taken(pool, queued, inst));
+                    match got {
+                        Some(inst) => return Ok(Some(self.taken(pool, queued, inst))),
+                        // The pool was retired.
+                        None => return Ok(None),
                     }
-                    // Else the pool was retired: queue again (its calls wait
-                    // out their deadline, as they would for memory).
                 }
                 r = async { launched.as_mut().expect("guarded").await }, if launched.is_some() => {
                     match r {

@@ -120,6 +120,8 @@ pub struct Agent {
     shutting_down: AtomicBool,
     in_flight: AtomicUsize,
     idle_now: Notify,
+    /// Detached calls running at once (closed at shutdown).
+    detached_slots: Arc<tokio::sync::Semaphore>,
     server_id: String,
     /// Servers that had stopped when this one started, whose leftovers
     /// this start removed: their lock files go in [`Agent::remove_dead_locks`].
@@ -215,6 +217,7 @@ impl Agent {
             limits,
             shutting_down: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            detached_slots: Arc::new(tokio::sync::Semaphore::new(detached::CONCURRENCY)),
             idle_now: Notify::new(),
             server_id,
             dead: Mutex::new(dead),
@@ -352,6 +355,7 @@ impl Agent {
     /// Answer new calls 503 from now on (in-flight ones go on).
     pub fn stop_accepting(&self) {
         self.shutting_down.store(true, Ordering::Release);
+        self.detached_slots.close();
     }
 
     /// Stop taking calls, let in-flight calls finish within `grace`, then end
@@ -359,6 +363,8 @@ impl Agent {
     /// pending and remove the iofs area.
     pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
         self.shutting_down.store(true, Ordering::Release);
+        // Detached calls not yet running stay pending for the next start.
+        self.detached_slots.close();
         let deadline = Instant::now() + grace;
         loop {
             let idle = self.idle_now.notified();

@@ -433,3 +433,71 @@ async fn a_deleted_fns_pool_goes_once_its_instances_have() {
     }
     assert_eq!(pools, 0, "the deleted fn's pool is gone");
 }
+
+/// The server's peak resident size, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        / 1024
+}
+
+/// 10 000 detached calls waiting for a busy fn, 32 KiB of body each (320
+/// MiB in all), keep the server's peak RSS under 150 MiB: a call waiting
+/// for its turn holds no body. The same after a restart that finds them
+/// all pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_pending_detached_calls_hold_no_bodies() {
+    const CALLS: usize = 10_000;
+    const BOUND_MIB: u64 = 150;
+    let mut s = Srv::start_with(&[
+        ("FN_MAX_TOTAL_MEMORY_BYTES", "134217728"),
+        ("FN_MAX_QUEUE_WAIT_MSECS", "60000"),
+        ("FN_LOG_LEVEL", "info"),
+    ])
+    .await;
+    let d = sleeper();
+    let f = s.func("flood", &d.image(), json!({"memory": 128})).await;
+    // The first to run holds the only instance for longer than the test.
+    let body = format!("sleep 600 {}", "x".repeat(32 * 1024));
+    let url = s.url(&format!("/invoke/{f}"));
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (http, url, body, sent) = (s.http.clone(), url.clone(), body.clone(), sent.clone());
+        clients.push(tokio::spawn(async move {
+            while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < CALLS {
+                let r = http
+                    .post(&url)
+                    .header("fn-invoke-type", "detached")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("sent");
+                assert_eq!(r.status(), 202);
+            }
+        }));
+    }
+    for c in clients {
+        tokio::time::timeout(Duration::from_secs(300), c)
+            .await
+            .expect("10 000 calls accepted in time")
+            .unwrap();
+    }
+    let pid = s.server.pid().expect("running");
+    let peak = peak_rss_mib(pid);
+    eprintln!("peak RSS {peak} MiB with {CALLS} waiting");
+    assert!(peak < BOUND_MIB, "peak RSS {peak} MiB with {CALLS} waiting");
+    s.server.kill9();
+    s.server.restart().await.expect("restarts on the same data");
+    // Let the resume list them and take its turns.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pid = s.server.pid().expect("running");
+    let peak = peak_rss_mib(pid);
+    eprintln!("peak RSS {peak} MiB resuming {CALLS}");
+    assert!(peak < BOUND_MIB, "peak RSS {peak} MiB resuming {CALLS}");
+    s.server.kill9();
+}

@@ -704,6 +704,36 @@ impl Drop for ResponseBody {
     }
 }
 
+/// A request body that remembers how it failed (see [`HttpStreamConn::call`]).
+struct WatchedBody {
+    inner: BoxBody,
+    failed: Arc<std::sync::OnceLock<fnrs_model::Error>>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let r = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Err(e)) = &r {
+            let _ = self.failed.set(fnrs_model::Error::request_body(&**e));
+        }
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -736,35 +766,5 @@ mod tests {
         // A response head arriving after that is refused.
         let (tx, _rx) = oneshot::channel();
         assert!(!shared.arm(tx));
-    }
-}
-
-/// A request body that remembers how it failed (see [`HttpStreamConn::call`]).
-struct WatchedBody {
-    inner: BoxBody,
-    failed: Arc<std::sync::OnceLock<fnrs_model::Error>>,
-}
-
-impl http_body::Body for WatchedBody {
-    type Data = Bytes;
-    type Error = crate::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let r = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let Some(Err(e)) = &r {
-            let _ = self.failed.set(fnrs_model::Error::request_body(&**e));
-        }
-        Poll::Ready(r)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -25,7 +25,7 @@
 //!   a container); uid/gid 1000, all capabilities dropped and no new
 //!   privileges ([`ENV_DISABLE_UNPRIVILEGED_CONTAINERS`]); one of
 //!   [`ENV_DOCKER_NETWORKS`] (least used); the instance's env; log driver
-//!   `none`; labels [`LABEL_SERVER`] (the server id), [`LABEL_APP`],
+//!   `none`, or syslog for apps with a `syslog_url`; labels [`LABEL_SERVER`] (the server id), [`LABEL_APP`],
 //!   [`LABEL_FN`].
 //! - **Streams**: attached before start; stdout and stderr demultiplexed into
 //!   two readers; stdin attached only when the spec asks for it (closing it
@@ -45,8 +45,8 @@
 //!   remove). [`Driver::shutdown`] removes this server's remaining containers
 //!   the same way.
 //! - **Not done**: pausing idle containers ([`ENV_FREEZE_IDLE_MSECS`], off by
-//!   default here: Fn's pause costs ~10 ms on the next call), the syslog log
-//!   driver of apps with `syslog_url`, the image cleaner, prefork pools.
+//!   default here: Fn's pause costs ~10 ms on the next call), the image
+//!   cleaner, prefork pools.
 //!
 //! Layout: `config` (the settings and their parsing), `image` (inspect and
 //! pull), `spec` (the container spec, a pure function of the instance spec

@@ -15,8 +15,9 @@
 //!   `/tmp/iofs` (so `FN_LISTENER=unix:/tmp/iofs/lsnr.sock` exactly as in a
 //!   container), extra read-only paths ([`ENV_RO_PATHS`]) at their host path,
 //!   and the function directory read-only at `/function`, also the working
-//!   directory. Network: the host's by default, or a private namespace with
-//!   only `lo` ([`ENV_NETWORK`]=`none`). A seccomp filter ([`ENV_SECCOMP`])
+//!   directory. Network ([`ENV_NETWORK`]): by default a private namespace
+//!   with outbound traffic through pasta, or one with only `lo` (`none`), or
+//!   the host's (`shared`). A seccomp filter ([`ENV_SECCOMP`])
 //!   denies keyrings, BPF, perf, io_uring, module, mount, ptrace and clock
 //!   calls. The server's probe at start drops what an older bwrap lacks
 //!   (with a warning).

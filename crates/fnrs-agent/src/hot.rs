@@ -38,7 +38,7 @@ impl Agent {
             let (pool, waiter) = self.pool_for(&call.app, &call.func, format);
             // `None`: the fn changed while the call waited; wait on its new pool.
             if let Some(inst) = self
-                .acquire(&pool, waiter, &call.app, &call.func, queued)
+                .acquire(&pool, waiter, &call.app, &call.func, &record.id, queued)
                 .await?
             {
                 break (pool, inst);
@@ -165,6 +165,7 @@ impl Agent {
         mut waiter: Waiter,
         app: &Arc<App>,
         func: &Arc<Fn>,
+        call_id: &str,
         queued: Instant,
     ) -> Result<Option<HotInstance>, Error> {
         let deadline = queued + self.config.max_queue_wait;
@@ -207,7 +208,9 @@ impl Agent {
             {
                 tracing::debug!(fn_id = %func.id, demand = ?pool.demand(), waited_us = queued.elapsed().as_micros() as u64, "launching a start");
                 match self.capacity.try_reserve(pool.memory_mb) {
-                    Ok(res) => launched = Some(self.launch(pool, app, func, res, claim, queued)),
+                    Ok(res) => {
+                        launched = Some(self.launch(pool, app, func, (claim, res), call_id, queued))
+                    }
                     Err(short) => {
                         drop(claim);
                         if self.evict(short, Some(pool)).await {
@@ -260,10 +263,11 @@ impl Agent {
         pool: &Arc<Pool>,
         app: &Arc<App>,
         func: &Arc<Fn>,
-        reservation: Reservation,
-        claim: StartClaim,
+        (claim, reservation): (StartClaim, Reservation),
+        call_id: &str,
         queued: Instant,
     ) -> oneshot::Receiver<Error> {
+        let call_id = call_id.to_string();
         let (tx, rx) = oneshot::channel();
         let (agent, pool, app, func) = (
             Arc::clone(self),
@@ -274,7 +278,7 @@ impl Agent {
         let guard = InFlight::enter(self);
         tokio::spawn(async move {
             let started = agent
-                .start_hot(&pool, &app, &func, reservation, queued)
+                .start_hot(&pool, &app, &func, reservation, &call_id, queued)
                 .await;
             match started {
                 Ok(inst) => agent.release(&pool, inst, true),

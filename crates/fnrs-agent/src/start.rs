@@ -21,13 +21,15 @@ use crate::pool::{ColdStart, Conn, HotInstance, Pool};
 
 impl Agent {
     /// Start a hot instance for `pool` and wait until it is ready.
-    /// `queued`: when the call that launched it arrived (its `reserve` phase).
+    /// `queued`: when the call that launched it (`call_id`) arrived (its
+    /// `reserve` phase); a start that fails leaves its log to that call.
     pub(crate) async fn start_hot(
         self: &Arc<Self>,
         pool: &Arc<Pool>,
         app: &Arc<App>,
         func: &Arc<Fn>,
         reservation: Reservation,
+        call_id: &str,
         queued: Instant,
     ) -> Result<HotInstance, Error> {
         let t0 = Instant::now();
@@ -110,6 +112,7 @@ impl Agent {
                     Err(NotReady::Exited) => Some(ERR_INIT_FAIL),
                 };
                 if let Some(err) = err {
+                    logs.begin(call_id);
                     logs.end();
                     metrics::counter!("fn_cold_start_failures_total").increment(1);
                     return Err(err);
@@ -117,6 +120,7 @@ impl Agent {
                 match HttpStreamConn::connect(dir, self.limits).await {
                     Ok(c) => Conn::HttpStream(c),
                     Err(e) => {
+                        logs.begin(call_id);
                         logs.end();
                         return Err(e.error);
                     }

@@ -15,7 +15,8 @@ fn bad(image: &str, why: impl std::fmt::Display) -> DriverError {
 
 /// The directory named by a `file://` image, percent-decoded, not yet
 /// resolved. Only `file:///abs/path` (empty host) or `file://localhost/abs`
-/// is accepted.
+/// is accepted. A `:TAG` after the last component is ignored: Fn's CLI
+/// wants every image to have one (a `:` in a directory's name is `%3A`).
 pub fn image_path(image: &str) -> Result<PathBuf, DriverError> {
     let rest = image
         .strip_prefix(FILE_SCHEME)
@@ -30,11 +31,31 @@ pub fn image_path(image: &str) -> Result<PathBuf, DriverError> {
     if rest.contains(['?', '#']) {
         return Err(bad(image, "query and fragment are not allowed"));
     }
+    let rest = without_tag(rest);
     let decoded = percent_decode(rest).ok_or_else(|| bad(image, "bad percent-encoding"))?;
     if decoded.contains('\0') {
         return Err(bad(image, "NUL in path"));
     }
     Ok(PathBuf::from(decoded))
+}
+
+/// `path` without a Docker-style `:TAG` on its last component.
+fn without_tag(path: &str) -> &str {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    let Some((_, tag)) = last.rsplit_once(':') else {
+        return path;
+    };
+    let is_tag = !tag.is_empty()
+        && tag.len() <= 128
+        && !tag.starts_with(['.', '-'])
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if is_tag {
+        &path[..path.len() - tag.len() - 1]
+    } else {
+        path
+    }
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -212,6 +233,24 @@ mod tests {
             image_path("file://localhost/a%20b").unwrap(),
             PathBuf::from("/a b")
         );
+        // The tag Fn's CLI insists on is ignored; an encoded colon is kept.
+        assert_eq!(
+            image_path("file:///a/b:0.0.1").unwrap(),
+            PathBuf::from("/a/b")
+        );
+        assert_eq!(
+            image_path("file:///a/b:latest").unwrap(),
+            PathBuf::from("/a/b")
+        );
+        assert_eq!(
+            image_path("file:///a/b%3Ac").unwrap(),
+            PathBuf::from("/a/b:c")
+        );
+        assert_eq!(
+            image_path("file:///a:1/b").unwrap(),
+            PathBuf::from("/a:1/b")
+        );
+        assert_eq!(image_path("file:///a/b:").unwrap(), PathBuf::from("/a/b:"));
         for bad in [
             "file://a/b",
             "file://relative",

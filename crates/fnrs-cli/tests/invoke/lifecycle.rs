@@ -501,3 +501,16 @@ async fn ten_thousand_pending_detached_calls_hold_no_bodies() {
     assert!(peak < BOUND_MIB, "peak RSS {peak} MiB resuming {CALLS}");
     s.server.kill9();
 }
+
+/// Fn's CLI wants a tag on every image (`fn create function` refuses one
+/// without): `file:///dir:TAG` names the directory, the tag ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tagged_file_image_runs_its_directory() {
+    let s = Srv::start().await;
+    let d = sleeper();
+    let f = s
+        .func("tagged", &format!("{}:0.0.1", d.image()), json!({}))
+        .await;
+    let a = s.invoke(&f, "x").await;
+    assert_eq!((a.status, a.body.as_str()), (200, "done x"), "{a:?}");
+}

@@ -49,21 +49,36 @@ pub const ENV_RECORDER_BACKLOG_BYTES: &str = "FN_RECORDER_BACKLOG_BYTES";
 /// Call records kept per fn (older ones are pruned).
 pub const ENV_MAX_CALLS_PER_FN: &str = "FN_MAX_CALLS_PER_FN";
 
+/// A parser of a number setting whose error names the variable.
+fn number<T>(
+    name: &'static str,
+) -> impl std::ops::Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    move |v: &str| {
+        v.trim()
+            .parse()
+            .map_err(|e| format!("{name}={v:?} is not a number here: {e}"))
+    }
+}
+
 /// Settings of the agent and of the process driver.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
     /// Time for a new instance to create its socket, in ms (then 504).
-    #[arg(long, env = ENV_HOT_START_TIMEOUT_MSECS, default_value_t = 5000)]
+    #[arg(long, env = ENV_HOT_START_TIMEOUT_MSECS, value_parser = number::<u64>(ENV_HOT_START_TIMEOUT_MSECS), default_value_t = 5000)]
     pub hot_start_timeout_msecs: u64,
     /// Longest wait of a call for an instance or memory, in ms (then 503).
-    #[arg(long, env = ENV_MAX_QUEUE_WAIT_MSECS, default_value_t = 30_000)]
+    #[arg(long, env = ENV_MAX_QUEUE_WAIT_MSECS, value_parser = number::<u64>(ENV_MAX_QUEUE_WAIT_MSECS), default_value_t = 30_000)]
     pub max_queue_wait_msecs: u64,
     /// How long a call waits for a busy fn's instance to free up before it
     /// starts another, in ms (a fn without instances starts one at once).
-    #[arg(long, env = ENV_HOT_POLL_MSECS, default_value_t = fnrs_agent::DEFAULT_HOT_POLL_MSECS)]
+    #[arg(long, env = ENV_HOT_POLL_MSECS, value_parser = number::<u64>(ENV_HOT_POLL_MSECS), default_value_t = fnrs_agent::DEFAULT_HOT_POLL_MSECS)]
     pub hot_poll_msecs: u64,
     /// Memory for instances in bytes [default: detected, cgroup-aware].
-    #[arg(long, env = ENV_MAX_TOTAL_MEMORY_BYTES)]
+    #[arg(long, env = ENV_MAX_TOTAL_MEMORY_BYTES, value_parser = number::<u64>(ENV_MAX_TOTAL_MEMORY_BYTES))]
     pub max_total_memory_bytes: Option<u64>,
     /// Directory for the instances' iofs directories [default: /run/fnrs/iofs
     /// as root, else the temp dir].
@@ -77,27 +92,27 @@ pub struct AgentArgs {
     #[arg(long, env = ENV_IOFS_OPTS, default_value = DEFAULT_IOFS_OPTS)]
     pub iofs_opts: String,
     /// Largest function response body in bytes (0 = no limit).
-    #[arg(long, env = ENV_MAX_RESPONSE_SIZE, default_value_t = 0)]
+    #[arg(long, env = ENV_MAX_RESPONSE_SIZE, value_parser = number::<u64>(ENV_MAX_RESPONSE_SIZE), default_value_t = 0)]
     pub max_response_size: u64,
     /// Largest function response head in bytes (0 = 10 MiB).
-    #[arg(long, env = ENV_MAX_HDR_RESPONSE_SIZE, default_value_t = 0)]
+    #[arg(long, env = ENV_MAX_HDR_RESPONSE_SIZE, value_parser = number::<usize>(ENV_MAX_HDR_RESPONSE_SIZE), default_value_t = 0)]
     pub max_hdr_response_size: usize,
     /// Log kept per call, in bytes.
-    #[arg(long, env = ENV_MAX_LOG_SIZE_BYTES, default_value_t = 1024 * 1024)]
+    #[arg(long, env = ENV_MAX_LOG_SIZE_BYTES, value_parser = number::<usize>(ENV_MAX_LOG_SIZE_BYTES), default_value_t = 1024 * 1024)]
     pub max_log_size_bytes: usize,
     /// Don't echo function output into the server log (at debug level).
     #[arg(long, env = ENV_DISABLE_DEBUG_USER_LOGS, default_value_t = false)]
     pub disable_debug_user_logs: bool,
     /// How long a detached call that finds the server busy keeps trying
     /// (with backoff), in seconds; then it is recorded as failed.
-    #[arg(long, env = ENV_DETACHED_MAX_AGE_SECS, default_value_t = 3600)]
+    #[arg(long, env = ENV_DETACHED_MAX_AGE_SECS, value_parser = number::<u64>(ENV_DETACHED_MAX_AGE_SECS), default_value_t = 3600)]
     pub detached_max_age_secs: u64,
     /// Bytes of call records and logs waiting for the store; beyond it logs,
     /// then records, are dropped (counted in /metrics).
-    #[arg(long, env = ENV_RECORDER_BACKLOG_BYTES, default_value_t = fnrs_agent::DEFAULT_BACKLOG_BYTES)]
+    #[arg(long, env = ENV_RECORDER_BACKLOG_BYTES, value_parser = number::<usize>(ENV_RECORDER_BACKLOG_BYTES), default_value_t = fnrs_agent::DEFAULT_BACKLOG_BYTES)]
     pub recorder_backlog_bytes: usize,
     /// Call records kept per fn.
-    #[arg(long, env = ENV_MAX_CALLS_PER_FN, default_value_t = 1000)]
+    #[arg(long, env = ENV_MAX_CALLS_PER_FN, value_parser = number::<u32>(ENV_MAX_CALLS_PER_FN), default_value_t = 1000)]
     pub max_calls_per_fn: u32,
     /// Process sandbox: auto (bwrap when installed, else none with a
     /// warning), bwrap (required), none.

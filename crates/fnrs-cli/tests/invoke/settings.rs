@@ -316,6 +316,16 @@ fn bad_values_stop_the_server_naming_the_variable() {
         ("FN_MAX_LOCKED_MEMORY", "1.5"),
         ("FN_MAX_PENDING_SIGNALS", "x"),
         ("FN_MAX_MESSAGE_QUEUE", "y"),
+        ("FN_HOT_START_TIMEOUT_MSECS", "5s"),
+        ("FN_MAX_QUEUE_WAIT_MSECS", "-1"),
+        ("FN_HOT_POLL_MSECS", "soon"),
+        ("FN_MAX_TOTAL_MEMORY_BYTES", "1GiB"),
+        ("FN_MAX_RESPONSE_SIZE", "big"),
+        ("FN_MAX_HDR_RESPONSE_SIZE", "1e6"),
+        ("FN_MAX_LOG_SIZE_BYTES", "1M"),
+        ("FN_DETACHED_MAX_AGE_SECS", "1h"),
+        ("FN_RECORDER_BACKLOG_BYTES", "64MiB"),
+        ("FN_MAX_CALLS_PER_FN", "all"),
     ] {
         let err = refused_at_start(&[(k, v)]);
         assert!(err.contains(k), "{k}={v}: the error names no {k}:\n{err}");

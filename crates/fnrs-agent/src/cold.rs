@@ -94,8 +94,7 @@ impl Agent {
         match result {
             Ok(resp) => {
                 finish_record(record, Some(resp.status().as_u16()), None);
-                metrics::counter!("fn_calls_total", "fn_id" => record.fn_id.clone(), "outcome" => "success")
-                    .increment(1);
+                self.fn_calls.of(&record.fn_id).add("success");
                 self.recorder.call(record.clone());
                 Ok(resp)
             }

@@ -140,7 +140,7 @@ impl Agent {
             return (Arc::clone(p), p.wait());
         }
         let pool = Arc::new(Pool::new(
-            &func.id,
+            self.fn_calls.of(&func.id),
             version,
             format,
             func.memory,
@@ -350,9 +350,8 @@ impl body::Finish for HotFinish {
         inst.logs.end();
         finish_record(&mut record, Some(status), err.as_ref());
         match &err {
-            None => pool.metrics.success.increment(1),
-            Some(e) => metrics::counter!("fn_calls_total", "fn_id" => record.fn_id.clone(), "outcome" => outcome_label(Some(e)))
-                .increment(1),
+            None => pool.metrics.calls.add("success"),
+            Some(e) => pool.metrics.calls.add(outcome_label(Some(e))),
         }
         pool.metrics
             .duration

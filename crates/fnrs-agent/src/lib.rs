@@ -17,6 +17,7 @@ mod cold;
 mod config;
 mod detached;
 mod errors;
+mod fncalls;
 mod hot;
 mod instance;
 mod iofs;
@@ -120,6 +121,8 @@ pub struct Agent {
     shutting_down: AtomicBool,
     in_flight: AtomicUsize,
     idle_now: Notify,
+    /// `fn_calls_total` by fn and outcome.
+    fn_calls: fncalls::FnCalls,
     /// Detached calls running at once (closed at shutdown).
     detached_slots: Arc<tokio::sync::Semaphore>,
     server_id: String,
@@ -217,6 +220,7 @@ impl Agent {
             limits,
             shutting_down: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            fn_calls: fncalls::FnCalls::default(),
             detached_slots: Arc::new(tokio::sync::Semaphore::new(detached::CONCURRENCY)),
             idle_now: Notify::new(),
             server_id,
@@ -329,8 +333,7 @@ impl Agent {
             }
             Err(e) => {
                 finish_record(&mut record, Some(e.status), Some(&e));
-                metrics::counter!("fn_calls_total", "fn_id" => record.fn_id.clone(), "outcome" => outcome_label(Some(&e)))
-                    .increment(1);
+                self.fn_calls.of(&record.fn_id).add(outcome_label(Some(&e)));
                 self.recorder.call(record);
                 Err(CallError::new(Some(&call_id), e))
             }
@@ -398,6 +401,11 @@ impl Agent {
         let _ = tokio::task::spawn_blocking(self.iofs.remove_all_job()).await;
     }
 
+    /// The agent's own part of `/metrics` (Prometheus text).
+    pub fn metrics_text(&self) -> String {
+        self.fn_calls.render()
+    }
+
     /// Number of live instances (for tests and health).
     pub fn instance_count(&self) -> usize {
         self.live.len()
@@ -425,8 +433,10 @@ impl Drop for InFlight {
 /// Ends idle instances past their fn's idle timeout, and ones that exited.
 async fn reaper(agent: std::sync::Weak<Agent>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
+        ticks += 1;
         let Some(agent) = agent.upgrade() else { return };
         if agent.shutting_down.load(Ordering::Acquire) {
             return;
@@ -449,5 +459,28 @@ async fn reaper(agent: std::sync::Weak<Agent>) {
         let live = agent.live.len();
         metrics::gauge!("fn_instances", "state" => "idle").set(idle as f64);
         metrics::gauge!("fn_instances", "state" => "busy").set(live.saturating_sub(idle) as f64);
+        if ticks.is_multiple_of(8) {
+            tokio::spawn(forget_deleted_fns(Arc::clone(&agent)));
+        }
+    }
+}
+
+/// Drop the call counts of fns without a pool that the store no longer has.
+async fn forget_deleted_fns(agent: Arc<Agent>) {
+    let ids: Vec<String> = {
+        let pools = agent.pools.lock();
+        agent
+            .fn_calls
+            .ids()
+            .into_iter()
+            .filter(|id| !pools.contains_key(id))
+            .collect()
+    };
+    for id in ids {
+        if let Err(e) = agent.store.get_fn(&id).await
+            && e == Error::FN_NOT_FOUND
+        {
+            agent.fn_calls.forget(&id);
+        }
     }
 }

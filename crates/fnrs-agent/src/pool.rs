@@ -156,17 +156,17 @@ pub(crate) struct Pool {
     pub metrics: PoolMetrics,
 }
 
-/// Handles of the per-call metrics (`fn_calls_total{outcome="success"}` of
-/// the fn, call duration, queue wait).
+/// Handles of the per-call metrics (the fn's `fn_calls_total`, call
+/// duration, queue wait).
 pub(crate) struct PoolMetrics {
-    pub success: metrics::Counter,
+    pub calls: Arc<crate::fncalls::Counts>,
     pub duration: metrics::Histogram,
     pub queue_wait: metrics::Histogram,
 }
 
 impl Pool {
     pub(crate) fn new(
-        fn_id: &str,
+        calls: Arc<crate::fncalls::Counts>,
         version: Version,
         format: Format,
         memory_mb: u64,
@@ -182,7 +182,7 @@ impl Pool {
             retired: AtomicBool::new(false),
             members: Arc::new(AtomicUsize::new(0)),
             metrics: PoolMetrics {
-                success: metrics::counter!("fn_calls_total", "fn_id" => fn_id.to_owned(), "outcome" => "success"),
+                calls,
                 duration: metrics::histogram!("fn_call_duration_seconds"),
                 queue_wait: metrics::histogram!("fn_queue_wait_seconds"),
             },
@@ -393,7 +393,7 @@ mod tests {
 
     fn pool() -> Arc<Pool> {
         Arc::new(Pool::new(
-            "f",
+            Arc::default(),
             Version {
                 fn_updated: 0,
                 app_updated: 0,

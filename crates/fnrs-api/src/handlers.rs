@@ -190,7 +190,8 @@ pub(crate) async fn health(State(s): S) -> Response {
 
 /// `GET /metrics`: Prometheus text.
 pub(crate) async fn metrics(State(s): S) -> Response {
-    let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let mut body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    body.push_str(&s.invoker.metrics_text());
     (
         [(
             header::CONTENT_TYPE,

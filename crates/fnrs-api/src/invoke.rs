@@ -86,6 +86,11 @@ pub trait Invoker: Send + Sync + 'static {
         let _ = image;
         Ok(())
     }
+    /// The invoker's own lines of `/metrics` (Prometheus text), after the
+    /// registry's.
+    fn metrics_text(&self) -> String {
+        String::new()
+    }
 }
 
 /// An invoker for a server without an agent: every call is a 500

@@ -464,6 +464,10 @@ impl Invoker for AgentInvoker {
     async fn check_image(&self, image: &str) -> Result<(), Error> {
         self.0.check_image(image).await
     }
+
+    fn metrics_text(&self) -> String {
+        self.0.metrics_text()
+    }
 }
 
 /// The invoke path's lookups, from the read cache.

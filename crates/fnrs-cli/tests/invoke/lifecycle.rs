@@ -412,7 +412,7 @@ async fn busy_detached_calls_wait_for_room_then_fail_when_too_old() {
 }
 
 /// A deleted fn leaves nothing in the agent: its instances idle out, and
-/// then its pool goes too.
+/// then its pool and its `/metrics` series go too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_fns_pool_goes_once_its_instances_have() {
     let s = Srv::start().await;
@@ -420,6 +420,15 @@ async fn a_deleted_fns_pool_goes_once_its_instances_have() {
     let f = s.func("gone", &d.image(), json!({"idle_timeout": 1})).await;
     assert_eq!(s.invoke(&f, "x").await.status, 200);
     assert_eq!(s.health().await["invoker"]["pools"], 1);
+    let label = format!("fn_id=\"{f}\"");
+    let metrics = || async {
+        let r = s.http.get(s.url("/metrics")).send().await.expect("metrics");
+        r.text().await.unwrap()
+    };
+    assert!(
+        metrics().await.contains(&label),
+        "the fn's calls are counted"
+    );
     let (st, _) = s.json("DELETE", &format!("/v2/fns/{f}"), None).await;
     assert_eq!(st, 204);
     assert_eq!(s.until_instances(0).await, 0);
@@ -432,6 +441,18 @@ async fn a_deleted_fns_pool_goes_once_its_instances_have() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(pools, 0, "the deleted fn's pool is gone");
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = metrics().await;
+        if !text.contains(&label) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !text.contains(&label),
+        "the deleted fn's series stays: {text}"
+    );
 }
 
 /// The server's peak resident size, in MiB.

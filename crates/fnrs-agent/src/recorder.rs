@@ -284,6 +284,12 @@ async fn run(
             }
         }
     }
+    // Closing: a server that ran less than a minute prunes too.
+    if keep > 0
+        && let Err(e) = store.prune_calls(keep).await
+    {
+        tracing::warn!(error = %e, "pruning call records failed");
+    }
 }
 
 /// Wait while records gather (see [`GATHER_STEP`]); `pending` counts those

@@ -9,6 +9,7 @@
 
 mod common;
 
+mod agent_settings;
 mod attack_files;
 mod attack_net;
 mod attack_sandbox;

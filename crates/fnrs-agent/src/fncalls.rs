@@ -25,25 +25,59 @@ impl Counts {
     }
 }
 
+/// One fn's entry: its counts, and whether the store should be asked if the
+/// fn still exists.
+struct Entry {
+    counts: Arc<Counts>,
+    due: bool,
+}
+
 /// Every fn's counts.
 #[derive(Default)]
-pub(crate) struct FnCalls(Mutex<HashMap<String, Arc<Counts>>>);
+pub(crate) struct FnCalls(Mutex<HashMap<String, Entry>>);
 
 impl FnCalls {
     /// The counts of `fn_id` (made on first use).
     pub(crate) fn of(&self, fn_id: &str) -> Arc<Counts> {
         let mut map = self.0.lock();
-        if let Some(c) = map.get(fn_id) {
-            return Arc::clone(c);
+        if let Some(e) = map.get(fn_id) {
+            return Arc::clone(&e.counts);
         }
-        let c = Arc::new(Counts::default());
-        map.insert(fn_id.to_string(), Arc::clone(&c));
-        c
+        let counts = Arc::new(Counts::default());
+        let e = Entry {
+            counts: Arc::clone(&counts),
+            due: true,
+        };
+        map.insert(fn_id.to_string(), e);
+        counts
     }
 
-    /// The fns counted.
-    pub(crate) fn ids(&self) -> Vec<String> {
-        self.0.lock().keys().cloned().collect()
+    /// Ask about `fn_id` at the next check (its pool went).
+    pub(crate) fn mark_due(&self, fn_id: &str) {
+        if let Some(e) = self.0.lock().get_mut(fn_id) {
+            e.due = true;
+        }
+    }
+
+    /// Ask about every fn at the next check.
+    pub(crate) fn mark_all_due(&self) {
+        for e in self.0.lock().values_mut() {
+            e.due = true;
+        }
+    }
+
+    /// The fns due for a check that `skip` leaves out (those with a pool,
+    /// which stay due); they are no longer due.
+    pub(crate) fn take_due(&self, skip: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut map = self.0.lock();
+        let mut out = Vec::new();
+        for (id, e) in map.iter_mut() {
+            if e.due && !skip(id) {
+                e.due = false;
+                out.push(id.clone());
+            }
+        }
+        out
     }
 
     /// Drop a deleted fn's series.
@@ -62,7 +96,7 @@ impl FnCalls {
         let mut ids: Vec<&String> = map.keys().collect();
         ids.sort();
         for id in ids {
-            for (o, n) in OUTCOMES.iter().zip(&map[id].0) {
+            for (o, n) in OUTCOMES.iter().zip(&map[id].counts.0) {
                 let n = n.load(Ordering::Relaxed);
                 if n > 0 {
                     let _ = writeln!(out, "fn_calls_total{{fn_id=\"{id}\",outcome=\"{o}\"}} {n}");
@@ -93,5 +127,12 @@ mod tests {
         );
         f.forget("a");
         assert!(!f.render().contains("\"a\""));
+        // Due once, until marked again.
+        assert_eq!(f.take_due(|id| id == "x"), ["b"]);
+        assert!(f.take_due(|_| false).is_empty());
+        f.mark_due("b");
+        assert_eq!(f.take_due(|_| false), ["b"]);
+        f.mark_all_due();
+        assert_eq!(f.take_due(|_| false), ["b"]);
     }
 }

@@ -450,7 +450,13 @@ async fn reaper(agent: std::sync::Weak<Agent>) {
             }
             // Pools without instances or calls go (a deleted fn's too); a
             // call registers as waiting under this lock, so none is in use.
-            pools.retain(|_, p| !p.is_unused());
+            pools.retain(|id, p| {
+                let keep = !p.is_unused();
+                if !keep {
+                    agent.fn_calls.mark_due(id);
+                }
+                keep
+            });
         }
         let idle: usize = agent.pools.lock().values().map(|p| p.idle_count()).sum();
         for inst in expired {
@@ -459,22 +465,23 @@ async fn reaper(agent: std::sync::Weak<Agent>) {
         let live = agent.live.len();
         metrics::gauge!("fn_instances", "state" => "idle").set(idle as f64);
         metrics::gauge!("fn_instances", "state" => "busy").set(live.saturating_sub(idle) as f64);
+        // Fns whose pool went are looked up soon; all others (cold fns)
+        // every ten minutes.
+        if ticks.is_multiple_of(2400) {
+            agent.fn_calls.mark_all_due();
+        }
         if ticks.is_multiple_of(8) {
             tokio::spawn(forget_deleted_fns(Arc::clone(&agent)));
         }
     }
 }
 
-/// Drop the call counts of fns without a pool that the store no longer has.
+/// Drop the call counts of fns due for a check, without a pool, that the
+/// store no longer has.
 async fn forget_deleted_fns(agent: Arc<Agent>) {
-    let ids: Vec<String> = {
+    let ids = {
         let pools = agent.pools.lock();
-        agent
-            .fn_calls
-            .ids()
-            .into_iter()
-            .filter(|id| !pools.contains_key(id))
-            .collect()
+        agent.fn_calls.take_due(|id| pools.contains_key(id))
     };
     for id in ids {
         if let Err(e) = agent.store.get_fn(&id).await
